@@ -74,4 +74,5 @@ d = { 'settings': { 'branch': 'main',
                              'a3tune.loss.align_loss_rows': ('loss.html#align_loss_rows', 'a3tune/loss.py'),
                              'a3tune.loss.attention_align': ('loss.html#attention_align', 'a3tune/loss.py'),
                              'a3tune.loss.mask_share': ('loss.html#mask_share', 'a3tune/loss.py'),
-                             'a3tune.loss.objective': ('loss.html#objective', 'a3tune/loss.py')}}}
+                             'a3tune.loss.objective': ('loss.html#objective', 'a3tune/loss.py')},
+            'a3tune.preliminaries': {}}}
