@@ -11,7 +11,8 @@ steps after one warm-up step, and the minimum over all steps (both are less sens
 Configurations:
   lora       PEFT LoRA r=64 on all seven linear modules of the language model (q,k,v,o,gate,up,down), SDPA, L_LM only.
   a3tune     `add_a3moe` (paper defaults: LoRA 64 on v,o,gate,up,down; Q-MoE 4x16, K-MoE 8x16 top-2, MLP routers,
-             fused experts) + `attention_rows` on SDPA + top-R heads + Eq. 10 + balance loss: L_LM + 0.1 L_align + 0.01 L_bal.
+             fused experts) + the attention-row recorder on SDPA (`recorded_align`: Eq. 8 for all heads without
+             gradient, the top-R heads' rows with gradient) + Eq. 9-10 + balance loss: L_LM + 0.1 L_align + 0.01 L_bal.
   a3moe      `add_a3moe` alone, SDPA, L_LM only (no attention rows, no alignment loss): the cost of the experts.
   a3_loop    as a3tune but experts computed one at a time (`impl='loop'`), to isolate the fused-expert gain.
   reference  the reference code's way: eager attention with output_attentions on all layers, per-expert loop,
@@ -52,9 +53,9 @@ def _inputs(tok, batch, n_vis, text, img):
 
 def one(method, reps, hidden, layers, heads, text, n_vis, batch, R):
     import torch
-    from a3tune.preliminaries import tiny_llava, set_threads, attention_rows, enable_attention_rows, query_rows
+    from a3tune.preliminaries import tiny_llava, set_threads, enable_attention_rows, query_rows, AttentionRecorder
     from a3tune.a3moe import add_a3moe, A3MoEConfig, A3Context
-    from a3tune.loss import attention_align, objective
+    from a3tune.loss import attention_align, recorded_align, objective
     set_threads(1)
     grid, patch = int(round(n_vis ** 0.5)), 4
     model, proc = tiny_llava(image_size=grid*patch, patch_size=patch, hidden_size=hidden, num_layers=layers,
@@ -78,9 +79,9 @@ def one(method, reps, hidden, layers, heads, text, n_vis, batch, R):
         if method == 'lora': loss = model(**inputs).loss
         elif method == 'a3moe': loss = model(**inputs, a3ctx=A3Context(vis, prompt)).loss
         elif method in ('a3tune', 'a3_loop'):
-            ctx = A3Context(vis, prompt, balance=True)
-            ar, out = attention_rows(model, {**inputs, 'a3ctx': ctx}, query, return_outputs=True)
-            al = attention_align(ar.probs, vis, ar.row_mask, seg, valid, R=R)
+            ctx, rec = A3Context(vis, prompt, balance=True), AttentionRecorder(rows, row_mask)
+            out = model(**inputs, a3ctx=ctx, a3_rows=rec)
+            al = recorded_align(rec, vis, seg, valid, R=R)
             loss = objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
         else:
             ctx = A3Context(vis, prompt, balance=True)
