@@ -17,7 +17,8 @@ Configurations:
   a3_loop    as a3tune but experts computed one at a time (`impl='loop'`), to isolate the fused-expert gain.
   reference  the reference code's way: eager attention with output_attentions on all layers, per-expert loop,
              linear routers, single unweighted K expert, per-query-row loss on the rows sliced from the full maps.
-Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
+Then lora, a3moe and a3tune once more, built in one process and stepped in turn (time only), so that load from other
+processes on a shared machine hits them alike. Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
 
     python bench/train_step.py
 """
@@ -51,7 +52,8 @@ def _inputs(tok, batch, n_vis, text, img):
     inputs = dict(input_ids=ids, attention_mask=am, pixel_values=torch.randn(batch, 3, img, img, generator=g), labels=labels)
     return inputs, vis, prompt, query, seg.flatten(2), valid
 
-def one(method, reps, hidden, layers, heads, text, n_vis, batch, R):
+def build(method, hidden, layers, heads, text, n_vis, batch, R):
+    "The model of `method` and a function running one train step on the fixed batch."
     import torch
     from a3tune.preliminaries import tiny_llava, set_threads, enable_attention_rows, query_rows, AttentionRecorder
     from a3tune.a3moe import add_a3moe, A3MoEConfig, A3Context
@@ -91,6 +93,10 @@ def one(method, reps, hidden, layers, heads, text, n_vis, batch, R):
             al = attention_align(probs, vis, row_mask, seg, valid, R=R, form='rows')
             loss = objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    return step, sum(p.numel() for p in params)
+
+def one(method, reps, **cfg):
+    step, n_params = build(method, **cfg)
     step()                                                                                # warm-up, AdamW state
     base, _ = _rss(); _reset_hwm()
     step()
@@ -98,8 +104,16 @@ def one(method, reps, hidden, layers, heads, text, n_vis, batch, R):
     times = []
     for _ in range(reps):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times), mem=peak - base,
-                trainable=sum(p.numel() for p in params))
+    return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times), mem=peak - base, trainable=n_params)
+
+def interleaved(methods, reps, **cfg):
+    "Time only: all `methods` built in one process and stepped in turn, so load from other processes hits them alike."
+    steps = {m: build(m, **cfg)[0] for m in methods}
+    for f in steps.values(): f()
+    ts = {m: [] for m in methods}
+    for _ in range(reps):
+        for m, f in steps.items(): t = time.perf_counter(); f(); ts[m].append(time.perf_counter() - t)
+    return {m: 1000 * statistics.median(v) for m, v in ts.items()}
 
 def experts_bench(reps, hidden, T, batch):
     import torch, torch.nn as nn
@@ -131,6 +145,9 @@ def main():
     ap.add_argument('--experts', type=int, nargs='*', default=[256, 1024], help='hidden sizes for the expert micro-benchmark')
     a = ap.parse_args()
     cfg = dict(reps=a.reps, hidden=a.hidden, layers=a.layers, heads=a.heads, text=a.text, n_vis=a.n_vis, batch=a.batch, R=a.R)
+    if a.one == 'interleaved':
+        c = {k: v for k, v in cfg.items() if k != 'reps'}
+        print(json.dumps(interleaved(['lora', 'a3moe', 'a3tune'], 4 * a.reps, **c))); return
     if a.one == 'experts': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
     if a.one: print(json.dumps(one(a.one, **cfg))); return
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1',
@@ -154,6 +171,9 @@ def main():
         print(f"| {m} | {r['ms']:.0f} | {r['min_ms']:.0f} | {r['mem']:.0f} | {r['trainable']/1e6:.2f} M | {tr} |")
     if 'a3tune' in res and 'reference' in res:
         print(f"\nreference / a3tune: time {res['reference']['ms']/res['a3tune']['ms']:.2f}, memory {res['reference']['mem']/res['a3tune']['mem']:.2f}")
+    il = run('interleaved')
+    print(f"\ninterleaved in one process ({4 * a.reps} steps each, median ms): " + ', '.join(f'{m} {v:.0f}' for m, v in il.items()) +
+          f"; a3moe / lora {il['a3moe']/il['lora']:.2f}, a3tune / lora {il['a3tune']/il['lora']:.2f}")
     if a.experts:
         ex = run('experts')
         print(f"\nexpert computation alone (forward + backward, batch {a.batch}, {a.n_vis + a.text} tokens, median ms):")
