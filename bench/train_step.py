@@ -17,7 +17,7 @@ Configurations:
   a3_loop    as a3tune but experts computed one at a time (`impl='loop'`), to isolate the fused-expert gain.
   reference  the reference code's way: eager attention with output_attentions on all layers, per-expert loop,
              linear routers, single unweighted K expert, per-query-row loss on the rows sliced from the full maps.
-Then lora, a3moe and a3tune once more, built in one process and stepped in turn (time only), so that load from other
+Then all configurations once more, built in one process and stepped in turn (time only), so that load from other
 processes on a shared machine hits them alike. Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
 
     python bench/train_step.py
@@ -147,13 +147,13 @@ def main():
     cfg = dict(reps=a.reps, hidden=a.hidden, layers=a.layers, heads=a.heads, text=a.text, n_vis=a.n_vis, batch=a.batch, R=a.R)
     if a.one == 'interleaved':
         c = {k: v for k, v in cfg.items() if k != 'reps'}
-        print(json.dumps(interleaved(['lora', 'a3moe', 'a3tune'], 4 * a.reps, **c))); return
+        print(json.dumps(interleaved(a.methods, 4 * a.reps, **c))); return
     if a.one == 'experts': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
     if a.one: print(json.dumps(one(a.one, **cfg))); return
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1',
                MALLOC_MMAP_THRESHOLD_='131072', MALLOC_TRIM_THRESHOLD_='131072')
     def run(m):
-        cmd = [sys.executable, __file__, '--one', m, '--experts', *map(str, a.experts)] + sum([[f'--{k}', str(v)] for k, v in cfg.items()], [])
+        cmd = [sys.executable, __file__, '--one', m, '--experts', *map(str, a.experts), '--methods', *a.methods] + sum([[f'--{k}', str(v)] for k, v in cfg.items()], [])
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode: sys.exit(f'{m} failed:\n{out.stderr[-3000:]}')
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -172,8 +172,9 @@ def main():
     if 'a3tune' in res and 'reference' in res:
         print(f"\nreference / a3tune: time {res['reference']['ms']/res['a3tune']['ms']:.2f}, memory {res['reference']['mem']/res['a3tune']['mem']:.2f}")
     il = run('interleaved')
-    print(f"\ninterleaved in one process ({4 * a.reps} steps each, median ms): " + ', '.join(f'{m} {v:.0f}' for m, v in il.items()) +
-          f"; a3moe / lora {il['a3moe']/il['lora']:.2f}, a3tune / lora {il['a3tune']/il['lora']:.2f}")
+    print(f"\ntime, all configurations built in one process and stepped in turn ({4 * a.reps} steps each):")
+    print('| configuration | median ms / step | time / LoRA |'); print('|---|---|---|')
+    for m, v in il.items(): print(f"| {m} | {v:.0f} | {v / il['lora']:.2f} |" if 'lora' in il else f"| {m} | {v:.0f} | - |")
     if a.experts:
         ex = run('experts')
         print(f"\nexpert computation alone (forward + backward, batch {a.batch}, {a.n_vis + a.text} tokens, median ms):")
