@@ -1,24 +1,26 @@
 """Train-step cost of full A³Tune against plain LoRA and a reference-style step, measured side by side in one run.
 
 Model: `tiny_llava` with hidden 256, 4 layers, 8 heads, 256 visual + 64 text tokens, batch 2 (defaults below).
-Each configuration runs in a fresh Python process with one torch thread (set explicitly) and
-MALLOC_MMAP_THRESHOLD_ fixed so freed tensors return to the OS. A step is forward + backward + AdamW step + zero_grad.
-Each configuration runs `--rounds` times, interleaved with the others; time is the best round's median over `--reps`
-steps after one warm-up step, and the minimum over all steps (both are less sensitive to other load on the machine); memory (median over rounds) is the peak resident set size during one step
-(after the warm-up, so AdamW's state already exists) above the RSS just before it, i.e. the step's transient memory
-(activations, gradients, attention maps) above the built model and optimizer.
+Every process uses one torch thread (set explicitly). A step is forward + backward + AdamW step + zero_grad.
+
+Time: each configuration runs `--rounds` times in fresh processes, interleaved with the others; reported are the best
+round's median over `--reps` steps after one warm-up step, and the minimum over all steps. Then all configurations are
+built in one process and stepped in turn, so that load from other processes on a shared machine hits them alike.
+Memory: one more fresh process per configuration, with MALLOC_MMAP_THRESHOLD_ fixed so that freed tensors return to the
+OS (this slows allocation, so time runs do not use it): the peak resident set size during one step (after a warm-up step,
+so AdamW's state exists) above the RSS just before it, i.e. the step's transient memory (activations, gradients,
+attention rows) above the built model and optimizer.
 
 Configurations:
   lora       PEFT LoRA r=64 on all seven linear modules of the language model (q,k,v,o,gate,up,down), SDPA, L_LM only.
-  a3tune     `add_a3moe` (paper defaults: LoRA 64 on v,o,gate,up,down; Q-MoE 4x16, K-MoE 8x16 top-2, MLP routers,
-             fused experts) + the attention-row recorder on SDPA (`recorded_align`: Eq. 8 for all heads without
-             gradient, the top-R heads' rows with gradient) + Eq. 9-10 + balance loss: L_LM + 0.1 L_align + 0.01 L_bal.
-  a3moe      `add_a3moe` alone, SDPA, L_LM only (no attention rows, no alignment loss): the cost of the experts.
+  a3moe      `add_a3moe` alone (paper defaults: LoRA 64 on v,o,gate,up,down; Q-MoE 4x16, K-MoE 8x16 top-2, MLP routers,
+             fused experts), SDPA, L_LM only: the cost of the experts.
+  a3tune     a3moe + the attention-row recorder on SDPA + `recorded_align` (Eq. 8 for all heads without gradient, the
+             top-R heads' rows with gradient, Eq. 9-10) + balance loss: L_LM + 0.1 L_align + 0.01 L_bal.
   a3_loop    as a3tune but experts computed one at a time (`impl='loop'`), to isolate the fused-expert gain.
   reference  the reference code's way: eager attention with output_attentions on all layers, per-expert loop,
              linear routers, single unweighted K expert, per-query-row loss on the rows sliced from the full maps.
-Then all configurations once more, built in one process and stepped in turn (time only), so that load from other
-processes on a shared machine hits them alike. Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
+Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
 
     python bench/train_step.py
 """
@@ -95,16 +97,18 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R):
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     return step, sum(p.numel() for p in params)
 
-def one(method, reps, **cfg):
+def one(method, reps, what, **cfg):
+    "Memory (`what='mem'`: peak RSS of one step after a warm-up) or time (`what='time'`: median and min of `reps` steps)."
     step, n_params = build(method, **cfg)
     step()                                                                                # warm-up, AdamW state
-    base, _ = _rss(); _reset_hwm()
-    step()
-    _, peak = _rss()
+    if what == 'mem':
+        base, _ = _rss(); _reset_hwm()
+        step()
+        return dict(method=method, mem=_rss()[1] - base, trainable=n_params)
     times = []
     for _ in range(reps):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times), mem=peak - base, trainable=n_params)
+    return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times))
 
 def interleaved(methods, reps, **cfg):
     "Time only: all `methods` built in one process and stepped in turn, so load from other processes hits them alike."
@@ -140,29 +144,31 @@ def main():
     ap.add_argument('--n_vis', type=int, default=256); ap.add_argument('--batch', type=int, default=2)
     ap.add_argument('--R', type=int, default=16)
     ap.add_argument('--methods', nargs='+', default=['lora', 'a3moe', 'a3tune', 'a3_loop', 'reference'])
-    ap.add_argument('--rounds', type=int, default=3, help='fresh processes per configuration, interleaved; time = min over rounds')
+    ap.add_argument('--rounds', type=int, default=3, help='fresh timing processes per configuration, interleaved')
     ap.add_argument('--one', metavar='METHOD', help=argparse.SUPPRESS)
     ap.add_argument('--experts', type=int, nargs='*', default=[256, 1024], help='hidden sizes for the expert micro-benchmark')
     a = ap.parse_args()
     cfg = dict(reps=a.reps, hidden=a.hidden, layers=a.layers, heads=a.heads, text=a.text, n_vis=a.n_vis, batch=a.batch, R=a.R)
-    if a.one == 'interleaved':
+    if a.one == 'interleaved:time':
         c = {k: v for k, v in cfg.items() if k != 'reps'}
         print(json.dumps(interleaved(a.methods, 4 * a.reps, **c))); return
-    if a.one == 'experts': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
-    if a.one: print(json.dumps(one(a.one, **cfg))); return
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1',
-               MALLOC_MMAP_THRESHOLD_='131072', MALLOC_TRIM_THRESHOLD_='131072')
-    def run(m):
+    if a.one == 'experts:time': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
+    if a.one: m, what = a.one.split(':'); print(json.dumps(one(m, what=what, **cfg))); return
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1')
+    # memory runs only: a fixed mmap threshold so that freed tensors go back to the OS and RSS follows the live tensors
+    # (it slows allocation-heavy code, so time runs use the default allocator)
+    mem_env = dict(env, MALLOC_MMAP_THRESHOLD_='131072', MALLOC_TRIM_THRESHOLD_='131072')
+    def run(m, e=env):
         cmd = [sys.executable, __file__, '--one', m, '--experts', *map(str, a.experts), '--methods', *a.methods] + sum([[f'--{k}', str(v)] for k, v in cfg.items()], [])
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out = subprocess.run(cmd, env=e, capture_output=True, text=True)
         if out.returncode: sys.exit(f'{m} failed:\n{out.stderr[-3000:]}')
         return json.loads(out.stdout.strip().splitlines()[-1])
-    rounds = [{m: run(m) for m in a.methods} for _ in range(a.rounds)]           # interleaved: m1 m2 ... m1 m2 ...
-    res = {m: dict(rounds[0][m], ms=min(r[m]['ms'] for r in rounds), min_ms=min(r[m]['min_ms'] for r in rounds),
-                   mem=statistics.median(r[m]['mem'] for r in rounds)) for m in a.methods}
+    mem = {m: run(f'{m}:mem', mem_env) for m in a.methods}
+    rounds = [{m: run(f'{m}:time') for m in a.methods} for _ in range(a.rounds)]   # interleaved: m1 m2 ... m1 m2 ...
+    res = {m: dict(mem[m], ms=min(r[m]['ms'] for r in rounds), min_ms=min(r[m]['min_ms'] for r in rounds)) for m in a.methods}
     print(f"hidden {a.hidden}, {a.layers} layers, {a.heads} heads, {a.n_vis} visual + {a.text} text tokens, batch {a.batch}, R={a.R}, "
           f"1 thread; {a.rounds} rounds of fresh processes x {a.reps} train steps: best round's median and overall min; "
-          f"memory = peak RSS of one step above the built model + optimizer (MiB, median over rounds)")
+          f"memory = peak RSS of one step above the built model + optimizer (MiB, separate process)")
     print('| configuration | median ms / step | min ms / step | step MiB | trainable params | time / LoRA (median, min) | memory / LoRA |')
     print('|---|---|---|---|---|---|---|')
     l = res.get('lora')
@@ -171,12 +177,12 @@ def main():
         print(f"| {m} | {r['ms']:.0f} | {r['min_ms']:.0f} | {r['mem']:.0f} | {r['trainable']/1e6:.2f} M | {tr} |")
     if 'a3tune' in res and 'reference' in res:
         print(f"\nreference / a3tune: time {res['reference']['ms']/res['a3tune']['ms']:.2f}, memory {res['reference']['mem']/res['a3tune']['mem']:.2f}")
-    il = run('interleaved')
+    il = run('interleaved:time')
     print(f"\ntime, all configurations built in one process and stepped in turn ({4 * a.reps} steps each):")
     print('| configuration | median ms / step | time / LoRA |'); print('|---|---|---|')
     for m, v in il.items(): print(f"| {m} | {v:.0f} | {v / il['lora']:.2f} |" if 'lora' in il else f"| {m} | {v:.0f} | - |")
     if a.experts:
-        ex = run('experts')
+        ex = run('experts:time')
         print(f"\nexpert computation alone (forward + backward, batch {a.batch}, {a.n_vis + a.text} tokens, median ms):")
         print('| hidden | experts | fused ms | loop ms | loop / fused |'); print('|---|---|---|---|---|')
         for h, d in ex.items():
