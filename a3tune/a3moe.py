@@ -7,7 +7,7 @@ __all__ = ['A3Context', 'Router', 'MoELoRALinear', 'FusedExperts', 'current_cont
            'KMoE', 'A3MoEConfig', 'lm_attentions', 'add_a3moe', 'a3moe_modules', 'a3moe_state_dict',
            'load_a3moe_state_dict']
 
-# %% ../nbs/02_a3moe.ipynb #a74a0d82
+# %% ../nbs/02_a3moe.ipynb #eaf3aaea
 import contextvars, math, re
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
@@ -15,7 +15,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .preliminaries import get_adapter
 
-# %% ../nbs/02_a3moe.ipynb #a36bc2e5
+# %% ../nbs/02_a3moe.ipynb #5b81bda0
 class A3Context:
     "Spans and routing state of one forward (or one `generate` call), passed to the model as `a3ctx=`."
     def __init__(self, visual_mask:torch.Tensor, # `[B, T]` bool, visual (image) token positions
@@ -44,7 +44,7 @@ class A3Context:
         if not self.balance_terms: return torch.zeros(())
         return torch.stack(list(self.balance_terms.values())).mean()
 
-# %% ../nbs/02_a3moe.ipynb #c0d21f63
+# %% ../nbs/02_a3moe.ipynb #111abcc3
 @patch(cls_method=True)
 def from_inputs(cls:A3Context,
                 input_ids:torch.Tensor, # `[B, T]` token ids with one image token per visual token
@@ -58,7 +58,7 @@ def from_inputs(cls:A3Context,
         prompt_mask = ~vis if attention_mask is None else ~vis & attention_mask.bool()
     return cls(vis, prompt_mask, **kwargs)
 
-# %% ../nbs/02_a3moe.ipynb #530417cd
+# %% ../nbs/02_a3moe.ipynb #63e18888
 class Router(nn.Module):
     "The gate of Eq. 4 / Eq. 6: logits over `n_experts` from a hidden state (MLP or linear)."
     def __init__(self, d:int, # input width
@@ -74,7 +74,7 @@ class Router(nn.Module):
 
     def forward(self, h): return self.net(h.to(next(self.parameters()).dtype))
 
-# %% ../nbs/02_a3moe.ipynb #9c9d4851
+# %% ../nbs/02_a3moe.ipynb #b0251cfc
 class MoELoRALinear(nn.Module):
     "A frozen linear layer plus `n_experts` gated rank-`rank` LoRA experts (and an optional shared LoRA), fused."
     def __init__(self, base:nn.Linear, # the frozen projection to wrap
@@ -100,7 +100,7 @@ class MoELoRALinear(nn.Module):
 
     def extra_repr(self): return f"experts={self.n_experts}, rank={self.rank}, shared_rank={self.shared_rank}, impl={self.impl!r}"
 
-# %% ../nbs/02_a3moe.ipynb #3fa55408
+# %% ../nbs/02_a3moe.ipynb #f891e7c3
 def _expand_gate(gate, rank, R, scale):
     "`[N, E]` gate → `[N, R]`: each expert's weight over its `rank` ranks, 1 on shared ranks, times the scalings."
     g = gate.repeat_interleave(rank, -1)
@@ -127,7 +127,7 @@ class FusedExperts(torch.autograd.Function):
         dgate = ((dhg * h)[:, :E*ctx.rank] * scale[:E*ctx.rank].to(dy.dtype)).view(-1, E, ctx.rank).sum(-1).to(gate.dtype) if ctx.needs_input_grad[3] else None
         return dx, dA, dB, dgate, None, None
 
-# %% ../nbs/02_a3moe.ipynb #72e410ff
+# %% ../nbs/02_a3moe.ipynb #2acafa1a
 @patch
 def experts(self:MoELoRALinear, x:torch.Tensor, # `[B, T, d_in]` input of the projection
             gate:torch.Tensor, # `[B, 1 or T, E]` expert weights (zeros switch an expert off)
@@ -144,7 +144,7 @@ def experts(self:MoELoRALinear, x:torch.Tensor, # `[B, T, d_in]` input of the pr
     if self.shared_rank: y = y + (x @ self.lora_A[-self.shared_rank:].T) @ self.lora_B[:, -self.shared_rank:].T * self.scale[-1]
     return y
 
-# %% ../nbs/02_a3moe.ipynb #c075a051
+# %% ../nbs/02_a3moe.ipynb #71a44325
 _A3CTX = contextvars.ContextVar('a3ctx', default=None)
 
 def current_context(who:str='A³MoE')->A3Context:
@@ -174,7 +174,7 @@ class QMoE(MoELoRALinear):
             raise RuntimeError(f"QMoE (layer {self.layer_idx}) got a {x.shape[1]}-token chunk but the context spans {ctx.T} tokens and holds no routing from a prefill")
         return self.base(x) + self.experts(x, alpha[:, None]).to(x.dtype)
 
-# %% ../nbs/02_a3moe.ipynb #5b811b76
+# %% ../nbs/02_a3moe.ipynb #89469c9b
 def balance_term(beta:torch.Tensor, # `[B, T, E]` routing probabilities
                  hard:torch.Tensor, # `[B, T, E]` top-B multi-hot selection
                  visual:torch.Tensor, # `[B, T]` bool, tokens that count
@@ -192,7 +192,7 @@ def balance_term(beta:torch.Tensor, # `[B, T, E]` routing probabilities
     f = (hard * vm).reshape(B, -1, fold).sum(1) / (n * E / fold)
     return (f * P).sum(-1).mean()
 
-# %% ../nbs/02_a3moe.ipynb #bd720466
+# %% ../nbs/02_a3moe.ipynb #0e8d470a
 class KMoE(MoELoRALinear):
     "Visual-token-level sparse MoE on the key projection (Eq. 6–7)."
     def __init__(self, base:nn.Linear, n_experts:int, top_b:int=2, # experts kept per visual token (B)
@@ -227,7 +227,7 @@ class KMoE(MoELoRALinear):
         if ctx.balance: ctx.balance_terms[self.layer_idx] = balance_term(beta, hard, vis, self.fold)
         return self.base(x) + self.experts(x, g).to(x.dtype)
 
-# %% ../nbs/02_a3moe.ipynb #7039c36f
+# %% ../nbs/02_a3moe.ipynb #4377a4f9
 @dataclass
 class A3MoEConfig:
     "Settings of A³MoE and of the PEFT LoRA on the other linear modules of the language model."
@@ -263,7 +263,7 @@ class A3MoEConfig:
     @property
     def lora_regex(self)->str: return r'.*language_model.*\.(' + '|'.join(map(re.escape, self.lora_targets)) + ')'
 
-# %% ../nbs/02_a3moe.ipynb #66b603ae
+# %% ../nbs/02_a3moe.ipynb #70ded478
 def lm_attentions(model)->list:
     "The language model's attention modules, in layer order (found by `a3tune.preliminaries.get_adapter`)."
     ad = get_adapter(model)
@@ -305,7 +305,7 @@ def a3moe_modules(model)->dict:
     "`{'layer{i}.q_proj' | 'layer{i}.k_proj': module}` for every `QMoE`/`KMoE` of `model`."
     return {f"layer{m.layer_idx}.{'q' if isinstance(m, QMoE) else 'k'}_proj": m for m in model.modules() if isinstance(m, MoELoRALinear)}
 
-# %% ../nbs/02_a3moe.ipynb #7b0d9bc3
+# %% ../nbs/02_a3moe.ipynb #ba62adcf
 def a3moe_state_dict(model)->dict:
     "The trainable A³MoE tensors (experts and routers) of `model`, keyed `layer{i}.{q,k}_proj.{name}`."
     return {f'{k}.{n}': p.detach() for k, m in a3moe_modules(model).items() for n, p in m.named_parameters() if not n.startswith('base.')}

@@ -6,12 +6,12 @@
 __all__ = ['align_loss', 'align_loss_rows', 'AlignOut', 'mask_share', 'attention_align', 'recorded_align', 'Objective',
            'objective']
 
-# %% ../nbs/04_loss.ipynb #56207577
+# %% ../nbs/04_loss.ipynb #6fc6147c
 from typing import NamedTuple
 import torch
 from .head_selection import visual_attention_ratio, select_heads, visual_map, recorded_ratio, selected_rows
 
-# %% ../nbs/04_loss.ipynb #d99cda80
+# %% ../nbs/04_loss.ipynb #fc0f6f81
 def _check_seg(vmap, seg, seg_valid):
     B,N = vmap.shape[0], vmap.shape[-1]
     if seg.ndim != 3 or seg.shape[0] != B or seg.shape[2] != N:
@@ -34,7 +34,7 @@ def align_loss(vmap:torch.Tensor, # `[B, N]` refined visual attention map (Eq. 9
     elif reduce != 'sum': raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     return loss
 
-# %% ../nbs/04_loss.ipynb #1acb84b3
+# %% ../nbs/04_loss.ipynb #e24e8031
 def align_loss_rows(vmap_rows:torch.Tensor, # `[B, Q, N]` per-row visual map (`visual_map(..., rows=True)`)
                     seg:torch.Tensor, # `[B, K, N]` soft segment masks
                     seg_valid:torch.Tensor, # `[B, K]` bool
@@ -48,7 +48,7 @@ def align_loss_rows(vmap_rows:torch.Tensor, # `[B, Q, N]` per-row visual map (`v
     per_seg = ((1 - share).square() * rm[..., None]).sum(1) / rm.sum(1, keepdim=True).clamp_min(1)   # [B, K]
     return (per_seg * seg_valid.to(vmap_rows.dtype)).sum(-1)
 
-# %% ../nbs/04_loss.ipynb #95b09b72
+# %% ../nbs/04_loss.ipynb #21bf4ce5
 class AlignOut(NamedTuple):
     loss:torch.Tensor       # [B] per-sample alignment loss (0 without segments)
     head_mask:torch.Tensor  # [B, L, H] selected heads
@@ -65,7 +65,7 @@ def mask_share(vmap:torch.Tensor, # `[B, N]` visual map
     share = (union * vmap).sum(-1) / vmap.sum(-1).clamp_min(1e-12)
     return share.masked_fill(~seg_valid.any(-1), float('nan'))
 
-# %% ../nbs/04_loss.ipynb #fd3fa0ed
+# %% ../nbs/04_loss.ipynb #65566b10
 def _align(probs, hm, visual_mask, row_mask, seg, seg_valid, form, reduce):
     "Eq. 9 + Eq. 10 (or the per-row form) for rows `probs` and head mask `hm`."
     vmap = visual_map(probs, hm, visual_mask, row_mask)
@@ -93,7 +93,7 @@ def attention_align(probs:torch.Tensor, # `[B, L, H, Q, T]` attention rows (`att
     vmap, loss = _align(probs, head_mask, visual_mask, row_mask, seg, seg_valid, form, reduce)
     return AlignOut(loss, head_mask, vmap, mask_share(vmap.detach(), seg, seg_valid), seg_valid.any(-1))
 
-# %% ../nbs/04_loss.ipynb #46ed90c6
+# %% ../nbs/04_loss.ipynb #415a5c74
 def recorded_align(rec, # the `AttentionRecorder` passed to the forward as `a3_rows=`
                    visual_mask:torch.Tensor, # `[B, T]` bool visual key positions
                    seg:torch.Tensor, # `[B, K, N]` soft segment masks
@@ -113,7 +113,7 @@ def recorded_align(rec, # the `AttentionRecorder` passed to the forward as `a3_r
     vmap, loss = _align(sel, ones, visual_mask, rec.row_mask, seg, seg_valid, form, reduce)
     return AlignOut(loss, head_mask, vmap, mask_share(vmap.detach(), seg, seg_valid), seg_valid.any(-1))
 
-# %% ../nbs/04_loss.ipynb #3a6fadb1
+# %% ../nbs/04_loss.ipynb #c98f17b3
 class Objective(NamedTuple):
     loss:torch.Tensor      # L_LLM + λ·L_align (Eq. 12)
     lm:torch.Tensor        # L_LLM
