@@ -8,7 +8,7 @@ __all__ = ['TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'LM
            'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune', 'read_adapter_config',
            'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train', 'train_cli']
 
-# %% ../nbs/05_training.ipynb #53296418
+# %% ../nbs/05_training.ipynb #0df381fc
 import os, sys, json, math, argparse, difflib, logging, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, asdict, fields
@@ -24,7 +24,7 @@ from .head_selection import visual_attention_ratio, select_heads, HeadProfile
 from .loss import attention_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
-# %% ../nbs/05_training.ipynb #8b75e36a
+# %% ../nbs/05_training.ipynb #9cfd9bb7
 @dataclass
 class A3TuneConfig:
     "Every A³Tune hyperparameter: the paper's values by default, the reference code's behaviours as options."
@@ -78,7 +78,7 @@ class A3TuneConfig:
     num_workers:int = 0
     def __post_init__(self): _check_config(self)
 
-# %% ../nbs/05_training.ipynb #446076d4
+# %% ../nbs/05_training.ipynb #98b5a095
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'),
                 router=('mlp', 'linear'), k_gate=('weighted', 'max_index'), bf16=('auto', 'true', 'false'))
@@ -92,7 +92,7 @@ def _check_config(self:A3TuneConfig):
     if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
     self.lora_targets = tuple(self.lora_targets)
 
-# %% ../nbs/05_training.ipynb #d84dc059
+# %% ../nbs/05_training.ipynb #f1d2667f
 TABLE7 = {'slake': (6, .1), 'vqa-rad': (9, .06), 'pathvqa': (3, .02), 'iu-xray': (6, .12), 'omnimedvqa': (3, .03),
           'iu-xray-report': (12, .08), 'mimic-cxr-report': (12, .05)}   # dataset -> (epochs, λ)
 PAPER_EXPERTS = {d: ((8, 16, 3) if d in ('slake', 'pathvqa', 'omnimedvqa') else (4, 8, 2)) for d in TABLE7}  # (O_q, O_k, B)
@@ -115,7 +115,7 @@ def _preset(cls, dataset:str, # a key of `TABLE7`
     return cls(**{**d, **kw})
 A3TuneConfig.preset = classmethod(_preset)
 
-# %% ../nbs/05_training.ipynb #468c2753
+# %% ../nbs/05_training.ipynb #63932dd0
 def _to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 def _from_dict(cls, d:dict, # fields, e.g. from `to_dict` or a JSON file
@@ -147,7 +147,7 @@ A3TuneConfig.to_dict, A3TuneConfig.from_dict, A3TuneConfig.update = _to_dict, cl
 A3TuneConfig.to_json = lambda self, path: Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 A3TuneConfig.from_json = classmethod(lambda cls, path: cls.from_dict(json.loads(Path(path).read_text()), path))
 
-# %% ../nbs/05_training.ipynb #f2fb6690
+# %% ../nbs/05_training.ipynb #de2f6191
 def _bf16(cfg):
     if cfg.bf16 == 'auto': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cfg.bf16 == 'true'
@@ -168,7 +168,7 @@ def training_args(cfg:A3TuneConfig, # the configuration
     d.update(remove_unused_columns=False, gradient_checkpointing_kwargs={'use_reentrant': False})
     return TrainingArguments(**d)
 
-# %% ../nbs/05_training.ipynb #cc58bf73
+# %% ../nbs/05_training.ipynb #29289d82
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 def moe_config(cfg:A3TuneConfig)->A3MoEConfig:
@@ -195,7 +195,7 @@ def a3tune_model(model, # an HF LLaVA-family model
     model.a3tune_config = cfg
     return model
 
-# %% ../nbs/05_training.ipynb #d461736a
+# %% ../nbs/05_training.ipynb #354bd7cf
 A3_KEYS = ('visual_mask', 'prompt_mask', 'query_mask', 'seg', 'seg_valid', 'sample_ids')
 STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
@@ -220,7 +220,7 @@ class A3Trainer(Trainer):
         w = self.a3.lam_warmup_steps
         return self.a3.lam * (min(1., (self.state.global_step + 1) / w) if w else 1.)
 
-# %% ../nbs/05_training.ipynb #adc305af
+# %% ../nbs/05_training.ipynb #c33a79f4
 def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bool):
     "Run the model with the A³ spans; return (outputs, context, recorder)."
     a3 = inputs['_a3']
@@ -241,7 +241,7 @@ def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
     return out.loss / ga, out.loss.detach()
 A3Trainer._forward, A3Trainer._lm_term = _forward, _lm_term
 
-# %% ../nbs/05_training.ipynb #bfc5fe2a
+# %% ../nbs/05_training.ipynb #7d36cf96
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
     rows, vis, valid = rec.result(), a3['visual_mask'], a3['seg_valid']
@@ -257,7 +257,7 @@ def _align_term(self:A3Trainer, rec, a3:dict):
     return a, st
 A3Trainer._align_term = _align_term
 
-# %% ../nbs/05_training.ipynb #bf456d87
+# %% ../nbs/05_training.ipynb #9b53debb
 @torch.no_grad()
 def routing_stats(ctx:A3Context)->dict:
     "Mean Q-routing entropy and K-MoE max relative load over layers."
@@ -270,7 +270,7 @@ def routing_stats(ctx:A3Context)->dict:
         st['k_max_load'] = torch.stack([l.max() * l.numel() for l in loads]).mean()
     return st
 
-# %% ../nbs/05_training.ipynb #f430bc5f
+# %% ../nbs/05_training.ipynb #9aab9a92
 def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     "L_LLM + λ·L_align (+ balance), each term normalised over the accumulated batch."
     a3 = {k: inputs.pop(k) for k in A3_KEYS if k in inputs}
@@ -298,7 +298,7 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
     return (loss, out) if return_outputs else loss
 A3Trainer.compute_loss = _compute_loss
 
-# %% ../nbs/05_training.ipynb #3b5376f0
+# %% ../nbs/05_training.ipynb #8ee731fa
 def _accumulate(self:A3Trainer, st:dict):
     v = torch.zeros(len(STATS), dtype=torch.float64)
     for k, x in st.items(): v[STATS.index(k)] = float(x)
@@ -323,7 +323,7 @@ def _log(self:A3Trainer, logs:dict, start_time=None):
     super(A3Trainer, self).log(logs, start_time)
 A3Trainer._accumulate, A3Trainer.log = _accumulate, _log
 
-# %% ../nbs/05_training.ipynb #d31b1b9e
+# %% ../nbs/05_training.ipynb #2ededad4
 A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -348,7 +348,7 @@ def check_base(model, fp:dict, where='adapter'):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
 
-# %% ../nbs/05_training.ipynb #a19a0653
+# %% ../nbs/05_training.ipynb #bb69eb4f
 def _moe_tensors(model, state_dict=None)->dict:
     "A³MoE tensors keyed like `a3moe_state_dict`, taken from `state_dict` when given (ZeRO-3 / FSDP)."
     if state_dict is None: return a3moe_state_dict(model)
@@ -378,7 +378,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
-# %% ../nbs/05_training.ipynb #45451421
+# %% ../nbs/05_training.ipynb #a5c123cb
 def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
@@ -413,7 +413,7 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
     return load_a3tune_weights(model, path).eval()
 
-# %% ../nbs/05_training.ipynb #1498417e
+# %% ../nbs/05_training.ipynb #bf12a226
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
     "Write an A³Tune adapter directory (main process only)."
     output_dir = output_dir or self.args.output_dir
@@ -431,7 +431,7 @@ def _load_best_model(self:A3Trainer):
 
 A3Trainer._save, A3Trainer._load_from_checkpoint, A3Trainer._load_best_model = _save, _load_from_checkpoint, _load_best_model
 
-# %% ../nbs/05_training.ipynb #1ccfa12d
+# %% ../nbs/05_training.ipynb #6c3e44f8
 def merge_lora(model)->nn.Module:
     "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
@@ -439,7 +439,7 @@ def merge_lora(model)->nn.Module:
     m.a3tune_config = cfg
     return m
 
-# %% ../nbs/05_training.ipynb #76c67b88
+# %% ../nbs/05_training.ipynb #226201e0
 def train(model, # base model (HF LLaVA-family)
           processor, # its processor
           ds:A3Dataset, # training data (with labels joined)
@@ -460,7 +460,7 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
-# %% ../nbs/05_training.ipynb #41e89cf2
+# %% ../nbs/05_training.ipynb #dd60fdda
 def _train_parser():
     p = argparse.ArgumentParser(prog='a3tune train', description='Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment).')
     p.add_argument('model', help='base model: local directory or Hugging Face Hub id (with its processor)')
@@ -483,7 +483,7 @@ def _config(a)->A3TuneConfig:
     if a.config: cfg = cfg.update(json.loads(Path(a.config).read_text()))
     return cfg.update(a.set)
 
-# %% ../nbs/05_training.ipynb #f82d3b61
+# %% ../nbs/05_training.ipynb #4992a60d
 def train_cli(argv:list=None, # arguments after `a3tune train`
              )->int:
     "Engine of `a3tune train`: load model, data and labels, check them, train, save the adapter."
@@ -504,6 +504,5 @@ def train_cli(argv:list=None, # arguments after `a3tune train`
         print(f"a3tune: adapter saved to {a.out}\n" + json.dumps(s))
     return 0
 
-# %% ../nbs/05_training.ipynb #fa98abdd
-#| eval: false
-if __name__ == '__main__': sys.exit(train_cli())
+# %% ../nbs/05_training.ipynb #13fa6cf8
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_cli())   # run as a module, not in a notebook
