@@ -8,7 +8,7 @@ __all__ = ['TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'LM
            'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune', 'read_adapter_config',
            'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train', 'train_cli']
 
-# %% ../nbs/05_training.ipynb #0df381fc
+# %% ../nbs/05_training.ipynb #5c2aab0a
 import os, sys, json, math, argparse, difflib, logging, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, asdict, fields
@@ -24,7 +24,7 @@ from .head_selection import visual_attention_ratio, select_heads, HeadProfile
 from .loss import attention_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
-# %% ../nbs/05_training.ipynb #9cfd9bb7
+# %% ../nbs/05_training.ipynb #700bf0f1
 @dataclass
 class A3TuneConfig:
     "Every A³Tune hyperparameter: the paper's values by default, the reference code's behaviours as options."
@@ -78,7 +78,7 @@ class A3TuneConfig:
     num_workers:int = 0
     def __post_init__(self): _check_config(self)
 
-# %% ../nbs/05_training.ipynb #98b5a095
+# %% ../nbs/05_training.ipynb #1e8de95e
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'),
                 router=('mlp', 'linear'), k_gate=('weighted', 'max_index'), bf16=('auto', 'true', 'false'))
@@ -92,7 +92,7 @@ def _check_config(self:A3TuneConfig):
     if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
     self.lora_targets = tuple(self.lora_targets)
 
-# %% ../nbs/05_training.ipynb #f1d2667f
+# %% ../nbs/05_training.ipynb #a958ba07
 TABLE7 = {'slake': (6, .1), 'vqa-rad': (9, .06), 'pathvqa': (3, .02), 'iu-xray': (6, .12), 'omnimedvqa': (3, .03),
           'iu-xray-report': (12, .08), 'mimic-cxr-report': (12, .05)}   # dataset -> (epochs, λ)
 PAPER_EXPERTS = {d: ((8, 16, 3) if d in ('slake', 'pathvqa', 'omnimedvqa') else (4, 8, 2)) for d in TABLE7}  # (O_q, O_k, B)
@@ -115,7 +115,7 @@ def _preset(cls, dataset:str, # a key of `TABLE7`
     return cls(**{**d, **kw})
 A3TuneConfig.preset = classmethod(_preset)
 
-# %% ../nbs/05_training.ipynb #63932dd0
+# %% ../nbs/05_training.ipynb #61887d26
 def _to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 def _from_dict(cls, d:dict, # fields, e.g. from `to_dict` or a JSON file
@@ -147,7 +147,7 @@ A3TuneConfig.to_dict, A3TuneConfig.from_dict, A3TuneConfig.update = _to_dict, cl
 A3TuneConfig.to_json = lambda self, path: Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 A3TuneConfig.from_json = classmethod(lambda cls, path: cls.from_dict(json.loads(Path(path).read_text()), path))
 
-# %% ../nbs/05_training.ipynb #de2f6191
+# %% ../nbs/05_training.ipynb #cca7af27
 def _bf16(cfg):
     if cfg.bf16 == 'auto': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cfg.bf16 == 'true'
@@ -160,15 +160,18 @@ def training_args(cfg:A3TuneConfig, # the configuration
     d = dict(output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
              per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=cfg.grad_accum,
              weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler, seed=cfg.seed,
-             bf16=_bf16(cfg), gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
+             bf16=_bf16(cfg), activation_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
              save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, dataloader_num_workers=cfg.num_workers,
              report_to='none', ddp_find_unused_parameters=False)
-    if not torch.cuda.is_available() and int(os.environ.get('WORLD_SIZE', 1)) > 1: d['ddp_backend'] = 'gloo'
+    if not torch.cuda.is_available():
+        d['dataloader_pin_memory'] = False
+        if int(os.environ.get('WORLD_SIZE', 1)) > 1: d.update(use_cpu=True, ddp_backend='gloo')   # else each CPU process trains alone
+    if 'gradient_checkpointing' in kw: kw['activation_checkpointing'] = kw.pop('gradient_checkpointing')   # the v5 name
     d.update(kw)
-    d.update(remove_unused_columns=False, gradient_checkpointing_kwargs={'use_reentrant': False})
+    d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
     return TrainingArguments(**d)
 
-# %% ../nbs/05_training.ipynb #29289d82
+# %% ../nbs/05_training.ipynb #ae882aa6
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 def moe_config(cfg:A3TuneConfig)->A3MoEConfig:
@@ -195,9 +198,9 @@ def a3tune_model(model, # an HF LLaVA-family model
     model.a3tune_config = cfg
     return model
 
-# %% ../nbs/05_training.ipynb #354bd7cf
+# %% ../nbs/05_training.ipynb #3969ff1b
 A3_KEYS = ('visual_mask', 'prompt_mask', 'query_mask', 'seg', 'seg_valid', 'sample_ids')
-STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
+STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'lm_tokens', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
 log = logging.getLogger('a3tune')
 
@@ -220,7 +223,7 @@ class A3Trainer(Trainer):
         w = self.a3.lam_warmup_steps
         return self.a3.lam * (min(1., (self.state.global_step + 1) / w) if w else 1.)
 
-# %% ../nbs/05_training.ipynb #c33a79f4
+# %% ../nbs/05_training.ipynb #cbff2bb5
 def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bool):
     "Run the model with the A³ spans; return (outputs, context, recorder)."
     a3 = inputs['_a3']
@@ -233,15 +236,15 @@ def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bo
     return model(**kw), ctx, rec
 
 def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
-    "(term to add, per-batch mean for the logs) of the language-model loss, scaled like the stock Trainer."
+    "(term to add, summed token loss of the batch, its token count) of the language-model loss, scaled like the stock Trainer."
+    n_local = (labels[:, 1:] != -100).sum()
     if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
-        n_local = (labels[:, 1:] != -100).sum().clamp_min(1)
         scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-        return out.loss * scale, (out.loss.detach() * num_items_in_batch / n_local)
-    return out.loss / ga, out.loss.detach()
+        return out.loss * scale, out.loss.detach() * num_items_in_batch, n_local
+    return out.loss / ga, out.loss.detach() * n_local, n_local
 A3Trainer._forward, A3Trainer._lm_term = _forward, _lm_term
 
-# %% ../nbs/05_training.ipynb #7d36cf96
+# %% ../nbs/05_training.ipynb #da5f942a
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
     rows, vis, valid = rec.result(), a3['visual_mask'], a3['seg_valid']
@@ -257,7 +260,7 @@ def _align_term(self:A3Trainer, rec, a3:dict):
     return a, st
 A3Trainer._align_term = _align_term
 
-# %% ../nbs/05_training.ipynb #9b53debb
+# %% ../nbs/05_training.ipynb #417ad558
 @torch.no_grad()
 def routing_stats(ctx:A3Context)->dict:
     "Mean Q-routing entropy and K-MoE max relative load over layers."
@@ -270,7 +273,7 @@ def routing_stats(ctx:A3Context)->dict:
         st['k_max_load'] = torch.stack([l.max() * l.numel() for l in loads]).mean()
     return st
 
-# %% ../nbs/05_training.ipynb #9aab9a92
+# %% ../nbs/05_training.ipynb #0d5f3c2e
 def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     "L_LLM + λ·L_align (+ balance), each term normalised over the accumulated batch."
     a3 = {k: inputs.pop(k) for k in A3_KEYS if k in inputs}
@@ -280,9 +283,9 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
     align_on = lam > 0 and bool(valid.any())
     out, ctx, rec = self._forward(model, {**inputs, '_a3': a3}, num_items_in_batch, align_on)
     ga = getattr(self, 'current_gradient_accumulation_steps', self.args.gradient_accumulation_steps) if model.training else 1
-    loss, lm_mean = self._lm_term(out, inputs['labels'], num_items_in_batch, ga)
+    loss, lm_sum, n_tok = self._lm_term(out, inputs['labels'], num_items_in_batch, ga)
     n_lab = valid.any(-1).sum()
-    st = dict(batches=1, samples=len(valid), labelled=n_lab, lm_loss=lm_mean)
+    st = dict(batches=1, samples=len(valid), labelled=n_lab, lm_loss=lm_sum, lm_tokens=n_tok)
     if align_on:
         a, hst = self._align_term(rec, a3)
         if torch.isfinite(a): loss = loss + lam * a / ga; st.update(hst, align_batches=1, align_loss=a.detach())
@@ -298,7 +301,7 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
     return (loss, out) if return_outputs else loss
 A3Trainer.compute_loss = _compute_loss
 
-# %% ../nbs/05_training.ipynb #8ee731fa
+# %% ../nbs/05_training.ipynb #c473e973
 def _accumulate(self:A3Trainer, st:dict):
     v = torch.zeros(len(STATS), dtype=torch.float64)
     for k, x in st.items(): v[STATS.index(k)] = float(x)
@@ -311,7 +314,7 @@ def _log(self:A3Trainer, logs:dict, start_time=None):
         if self.accelerator.num_processes > 1: acc = self.accelerator.reduce(acc.to(self.accelerator.device), 'sum').cpu()
         s, self._acc = dict(zip(STATS, acc.tolist())), torch.zeros_like(self._acc)
         div = lambda k, n: round(s[k] / s[n], 6) if s[n] else float('nan')
-        logs.update(lm_loss=div('lm_loss', 'batches'), align_loss=div('align_loss', 'align_batches'), **{'lambda': self.current_lambda()},
+        logs.update(lm_loss=div('lm_loss', 'lm_tokens'), align_loss=div('align_loss', 'align_batches'), **{'lambda': self.current_lambda()},
                     labelled_frac=div('labelled', 'samples'), align_nan_batches=int(s['nan_batches']),
                     heads_R=div('heads_R', 'align_batches'), heads_ratio_sel=div('heads_ratio_sel', 'align_batches'),
                     heads_ratio_all=div('heads_ratio_all', 'align_batches'), attn_in_mask=div('attn_in_mask', 'in_mask_n'))
@@ -323,7 +326,7 @@ def _log(self:A3Trainer, logs:dict, start_time=None):
     super(A3Trainer, self).log(logs, start_time)
 A3Trainer._accumulate, A3Trainer.log = _accumulate, _log
 
-# %% ../nbs/05_training.ipynb #2ededad4
+# %% ../nbs/05_training.ipynb #23f213ca
 A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -348,7 +351,7 @@ def check_base(model, fp:dict, where='adapter'):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
 
-# %% ../nbs/05_training.ipynb #bb69eb4f
+# %% ../nbs/05_training.ipynb #586712ef
 def _moe_tensors(model, state_dict=None)->dict:
     "A³MoE tensors keyed like `a3moe_state_dict`, taken from `state_dict` when given (ZeRO-3 / FSDP)."
     if state_dict is None: return a3moe_state_dict(model)
@@ -378,7 +381,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
-# %% ../nbs/05_training.ipynb #a5c123cb
+# %% ../nbs/05_training.ipynb #979a406f
 def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
@@ -413,7 +416,7 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
     return load_a3tune_weights(model, path).eval()
 
-# %% ../nbs/05_training.ipynb #bf12a226
+# %% ../nbs/05_training.ipynb #5339dc3d
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
     "Write an A³Tune adapter directory (main process only)."
     output_dir = output_dir or self.args.output_dir
@@ -431,7 +434,7 @@ def _load_best_model(self:A3Trainer):
 
 A3Trainer._save, A3Trainer._load_from_checkpoint, A3Trainer._load_best_model = _save, _load_from_checkpoint, _load_best_model
 
-# %% ../nbs/05_training.ipynb #6c3e44f8
+# %% ../nbs/05_training.ipynb #89869702
 def merge_lora(model)->nn.Module:
     "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
@@ -439,7 +442,7 @@ def merge_lora(model)->nn.Module:
     m.a3tune_config = cfg
     return m
 
-# %% ../nbs/05_training.ipynb #226201e0
+# %% ../nbs/05_training.ipynb #23cf953a
 def train(model, # base model (HF LLaVA-family)
           processor, # its processor
           ds:A3Dataset, # training data (with labels joined)
@@ -460,7 +463,7 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
-# %% ../nbs/05_training.ipynb #dd60fdda
+# %% ../nbs/05_training.ipynb #b85153bb
 def _train_parser():
     p = argparse.ArgumentParser(prog='a3tune train', description='Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment).')
     p.add_argument('model', help='base model: local directory or Hugging Face Hub id (with its processor)')
@@ -483,7 +486,7 @@ def _config(a)->A3TuneConfig:
     if a.config: cfg = cfg.update(json.loads(Path(a.config).read_text()))
     return cfg.update(a.set)
 
-# %% ../nbs/05_training.ipynb #4992a60d
+# %% ../nbs/05_training.ipynb #e5b6369e
 def train_cli(argv:list=None, # arguments after `a3tune train`
              )->int:
     "Engine of `a3tune train`: load model, data and labels, check them, train, save the adapter."
@@ -504,5 +507,5 @@ def train_cli(argv:list=None, # arguments after `a3tune train`
         print(f"a3tune: adapter saved to {a.out}\n" + json.dumps(s))
     return 0
 
-# %% ../nbs/05_training.ipynb #13fa6cf8
+# %% ../nbs/05_training.ipynb #4bb05ccc
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_cli())   # run as a module, not in a notebook
