@@ -8,10 +8,11 @@ __all__ = ['TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'LM
            'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune', 'read_adapter_config',
            'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train', 'train_cli']
 
-# %% ../nbs/05_training.ipynb #5c2aab0a
+# %% ../nbs/05_training.ipynb #ae7d9108
 import os, sys, json, math, argparse, difflib, logging, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, asdict, fields
+from fastcore.basics import patch
 import torch, torch.nn as nn
 from transformers import Trainer, TrainingArguments, AutoProcessor, AutoModelForImageTextToText
 from transformers.trainer import TRAINING_ARGS_NAME
@@ -24,7 +25,7 @@ from .head_selection import visual_attention_ratio, select_heads, HeadProfile
 from .loss import attention_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
-# %% ../nbs/05_training.ipynb #700bf0f1
+# %% ../nbs/05_training.ipynb #c2cbbd32
 @dataclass
 class A3TuneConfig:
     "Every A³Tune hyperparameter: the paper's values by default, the reference code's behaviours as options."
@@ -78,7 +79,7 @@ class A3TuneConfig:
     num_workers:int = 0
     def __post_init__(self): _check_config(self)
 
-# %% ../nbs/05_training.ipynb #1e8de95e
+# %% ../nbs/05_training.ipynb #7e23a2f1
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'),
                 router=('mlp', 'linear'), k_gate=('weighted', 'max_index'), bf16=('auto', 'true', 'false'))
@@ -92,7 +93,7 @@ def _check_config(self:A3TuneConfig):
     if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
     self.lora_targets = tuple(self.lora_targets)
 
-# %% ../nbs/05_training.ipynb #a958ba07
+# %% ../nbs/05_training.ipynb #ead17ced
 TABLE7 = {'slake': (6, .1), 'vqa-rad': (9, .06), 'pathvqa': (3, .02), 'iu-xray': (6, .12), 'omnimedvqa': (3, .03),
           'iu-xray-report': (12, .08), 'mimic-cxr-report': (12, .05)}   # dataset -> (epochs, λ)
 PAPER_EXPERTS = {d: ((8, 16, 3) if d in ('slake', 'pathvqa', 'omnimedvqa') else (4, 8, 2)) for d in TABLE7}  # (O_q, O_k, B)
@@ -101,7 +102,8 @@ REFERENCE_EXPERTS = {'slake': (8, 16, 3, None), 'vqa-rad': (8, 16, 3, 8), 'pathv
 REFERENCE_CODE = dict(router='linear', k_gate='max_index', balance_fold=4, balance_coef=.01, align_form='rows', R=32,
                       per_device_batch_size=1, grad_accum=8, gradient_checkpointing=False)
 
-def _preset(cls, dataset:str, # a key of `TABLE7`
+@patch(cls_method=True)
+def preset(cls:A3TuneConfig, dataset:str, # a key of `TABLE7`
             variant:str='paper', # 'paper' (App. C, Table 7) or 'reference' (the authors' scripts and code)
             **kw): # any other field
     "The configuration of `dataset` in the paper or in the reference code, with overrides."
@@ -113,12 +115,13 @@ def _preset(cls, dataset:str, # a key of `TABLE7`
         d.update(REFERENCE_CODE, **dict(zip(('q_experts', 'k_experts', 'top_b', 'k_segments'), REFERENCE_EXPERTS[dataset])))
     else: raise ValueError(f"variant must be 'paper' or 'reference', got {variant!r}")
     return cls(**{**d, **kw})
-A3TuneConfig.preset = classmethod(_preset)
 
-# %% ../nbs/05_training.ipynb #61887d26
-def _to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+# %% ../nbs/05_training.ipynb #431bbe82
+@patch
+def to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-def _from_dict(cls, d:dict, # fields, e.g. from `to_dict` or a JSON file
+@patch(cls_method=True)
+def from_dict(cls:A3TuneConfig, d:dict, # fields, e.g. from `to_dict` or a JSON file
                src='config'): # for messages
     "An `A3TuneConfig` from a dict, refusing unknown fields."
     names = {f.name for f in fields(cls)}
@@ -131,7 +134,8 @@ def _parse(v:str):
     try: return json.loads(v)
     except json.JSONDecodeError: return v
 
-def _update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
+@patch
+def update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
            )->A3TuneConfig:
     "A copy with fields replaced (values of `key=value` strings are parsed)."
     if not isinstance(items, dict):
@@ -143,11 +147,12 @@ def _update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
         d[k] = v
     return type(self).from_dict(d, 'override')
 
-A3TuneConfig.to_dict, A3TuneConfig.from_dict, A3TuneConfig.update = _to_dict, classmethod(_from_dict), _update
-A3TuneConfig.to_json = lambda self, path: Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-A3TuneConfig.from_json = classmethod(lambda cls, path: cls.from_dict(json.loads(Path(path).read_text()), path))
+@patch
+def to_json(self:A3TuneConfig, path): Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+@patch(cls_method=True)
+def from_json(cls:A3TuneConfig, path): return cls.from_dict(json.loads(Path(path).read_text()), path)
 
-# %% ../nbs/05_training.ipynb #cca7af27
+# %% ../nbs/05_training.ipynb #ab5818fa
 def _bf16(cfg):
     if cfg.bf16 == 'auto': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cfg.bf16 == 'true'
@@ -171,7 +176,7 @@ def training_args(cfg:A3TuneConfig, # the configuration
     d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
     return TrainingArguments(**d)
 
-# %% ../nbs/05_training.ipynb #ae882aa6
+# %% ../nbs/05_training.ipynb #2c4e7303
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 def moe_config(cfg:A3TuneConfig)->A3MoEConfig:
@@ -198,7 +203,7 @@ def a3tune_model(model, # an HF LLaVA-family model
     model.a3tune_config = cfg
     return model
 
-# %% ../nbs/05_training.ipynb #3969ff1b
+# %% ../nbs/05_training.ipynb #1912a5d9
 A3_KEYS = ('visual_mask', 'prompt_mask', 'query_mask', 'seg', 'seg_valid', 'sample_ids')
 STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'lm_tokens', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
@@ -223,7 +228,8 @@ class A3Trainer(Trainer):
         w = self.a3.lam_warmup_steps
         return self.a3.lam * (min(1., (self.state.global_step + 1) / w) if w else 1.)
 
-# %% ../nbs/05_training.ipynb #cbff2bb5
+# %% ../nbs/05_training.ipynb #f197ba25
+@patch
 def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bool):
     "Run the model with the A³ spans; return (outputs, context, recorder)."
     a3 = inputs['_a3']
@@ -235,6 +241,7 @@ def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bo
     if num_items_in_batch is not None and self.model_accepts_loss_kwargs: kw['num_items_in_batch'] = num_items_in_batch
     return model(**kw), ctx, rec
 
+@patch
 def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
     "(term to add, summed token loss of the batch, its token count) of the language-model loss, scaled like the stock Trainer."
     n_local = (labels[:, 1:] != -100).sum()
@@ -242,9 +249,9 @@ def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
         scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         return out.loss * scale, out.loss.detach() * num_items_in_batch, n_local
     return out.loss / ga, out.loss.detach() * n_local, n_local
-A3Trainer._forward, A3Trainer._lm_term = _forward, _lm_term
 
-# %% ../nbs/05_training.ipynb #da5f942a
+# %% ../nbs/05_training.ipynb #367859fb
+@patch
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
     rows, vis, valid = rec.result(), a3['visual_mask'], a3['seg_valid']
@@ -258,9 +265,8 @@ def _align_term(self:A3Trainer, rec, a3:dict):
     st = dict(heads_R=hm[lab].float().sum((1, 2)).mean(), heads_ratio_sel=(ratio * hm)[lab].sum((1, 2)).div(hm[lab].sum((1, 2))).mean(),
               heads_ratio_all=ratio[lab].mean(), attn_in_mask=al.in_mask[lab].nansum(), in_mask_n=lab.sum())
     return a, st
-A3Trainer._align_term = _align_term
 
-# %% ../nbs/05_training.ipynb #417ad558
+# %% ../nbs/05_training.ipynb #8f6b9387
 @torch.no_grad()
 def routing_stats(ctx:A3Context)->dict:
     "Mean Q-routing entropy and K-MoE max relative load over layers."
@@ -273,8 +279,9 @@ def routing_stats(ctx:A3Context)->dict:
         st['k_max_load'] = torch.stack([l.max() * l.numel() for l in loads]).mean()
     return st
 
-# %% ../nbs/05_training.ipynb #0d5f3c2e
-def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
+# %% ../nbs/05_training.ipynb #bfbd4368
+@patch
+def compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     "L_LLM + λ·L_align (+ balance), each term normalised over the accumulated batch."
     a3 = {k: inputs.pop(k) for k in A3_KEYS if k in inputs}
     if 'visual_mask' not in a3: raise ValueError("the batch lacks A³Tune's spans (visual_mask, ...): use a3tune.data.A3Collator as the data collator")
@@ -299,15 +306,16 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
         st.update(routing_stats(ctx), moe_batches=1)
     if model.training: self._accumulate(st); self.unlabelled_seen += len(valid) - int(n_lab)
     return (loss, out) if return_outputs else loss
-A3Trainer.compute_loss = _compute_loss
 
-# %% ../nbs/05_training.ipynb #c473e973
+# %% ../nbs/05_training.ipynb #f3535766
+@patch
 def _accumulate(self:A3Trainer, st:dict):
     v = torch.zeros(len(STATS), dtype=torch.float64)
     for k, x in st.items(): v[STATS.index(k)] = float(x)
     self._acc += v
 
-def _log(self:A3Trainer, logs:dict, start_time=None):
+@patch
+def log(self:A3Trainer, logs:dict, start_time=None):
     "Add A³Tune's per-term means to the Trainer's training logs."
     if 'loss' in logs:
         acc = self._acc.clone()
@@ -323,10 +331,9 @@ def _log(self:A3Trainer, logs:dict, start_time=None):
         tot = torch.tensor([float(self.unlabelled_seen)])
         if self.accelerator.num_processes > 1: tot = self.accelerator.reduce(tot.to(self.accelerator.device), 'sum').cpu()
         logs['unlabelled_samples'] = int(tot.item())
-    super(A3Trainer, self).log(logs, start_time)
-A3Trainer._accumulate, A3Trainer.log = _accumulate, _log
+    Trainer.log(self, logs, start_time)
 
-# %% ../nbs/05_training.ipynb #23f213ca
+# %% ../nbs/05_training.ipynb #a7a8b741
 A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -351,7 +358,7 @@ def check_base(model, fp:dict, where='adapter'):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
 
-# %% ../nbs/05_training.ipynb #586712ef
+# %% ../nbs/05_training.ipynb #0eeefe0a
 def _moe_tensors(model, state_dict=None)->dict:
     "A³MoE tensors keyed like `a3moe_state_dict`, taken from `state_dict` when given (ZeRO-3 / FSDP)."
     if state_dict is None: return a3moe_state_dict(model)
@@ -381,7 +388,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
-# %% ../nbs/05_training.ipynb #979a406f
+# %% ../nbs/05_training.ipynb #d9abdbcd
 def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
@@ -416,7 +423,8 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
     return load_a3tune_weights(model, path).eval()
 
-# %% ../nbs/05_training.ipynb #5339dc3d
+# %% ../nbs/05_training.ipynb #fd1c84a4
+@patch
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
     "Write an A³Tune adapter directory (main process only)."
     output_dir = output_dir or self.args.output_dir
@@ -425,16 +433,16 @@ def _save(self:A3Trainer, output_dir=None, state_dict=None):
     if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
     torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+@patch
 def _load_from_checkpoint(self:A3Trainer, resume_from_checkpoint, model=None):
     "Load the adapter weights of a checkpoint (the Trainer then restores optimiser and scheduler)."
     load_a3tune_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
+@patch
 def _load_best_model(self:A3Trainer):
     load_a3tune_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
-A3Trainer._save, A3Trainer._load_from_checkpoint, A3Trainer._load_best_model = _save, _load_from_checkpoint, _load_best_model
-
-# %% ../nbs/05_training.ipynb #89869702
+# %% ../nbs/05_training.ipynb #5ad49fb9
 def merge_lora(model)->nn.Module:
     "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
@@ -442,7 +450,7 @@ def merge_lora(model)->nn.Module:
     m.a3tune_config = cfg
     return m
 
-# %% ../nbs/05_training.ipynb #23cf953a
+# %% ../nbs/05_training.ipynb #7f2df22f
 def train(model, # base model (HF LLaVA-family)
           processor, # its processor
           ds:A3Dataset, # training data (with labels joined)
@@ -463,7 +471,7 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
-# %% ../nbs/05_training.ipynb #b85153bb
+# %% ../nbs/05_training.ipynb #2cca9d39
 def _train_parser():
     p = argparse.ArgumentParser(prog='a3tune train', description='Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment).')
     p.add_argument('model', help='base model: local directory or Hugging Face Hub id (with its processor)')
@@ -486,7 +494,7 @@ def _config(a)->A3TuneConfig:
     if a.config: cfg = cfg.update(json.loads(Path(a.config).read_text()))
     return cfg.update(a.set)
 
-# %% ../nbs/05_training.ipynb #e5b6369e
+# %% ../nbs/05_training.ipynb #566a3269
 def train_cli(argv:list=None, # arguments after `a3tune train`
              )->int:
     "Engine of `a3tune train`: load model, data and labels, check them, train, save the adapter."
@@ -507,5 +515,5 @@ def train_cli(argv:list=None, # arguments after `a3tune train`
         print(f"a3tune: adapter saved to {a.out}\n" + json.dumps(s))
     return 0
 
-# %% ../nbs/05_training.ipynb #4bb05ccc
+# %% ../nbs/05_training.ipynb #f229230a
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_cli())   # run as a module, not in a notebook

@@ -129,3 +129,26 @@ def test_unknown_config_key_is_an_error(fx):
     tmp, *_ = fx
     with pytest.raises(ValueError, match="did you mean 'lam'"):
         train_cli(cli_args(tmp, 'k') + ['--set', 'lamda=0.2'])
+
+
+def test_labels_then_train_through_the_a3tune_command(fx, tmp_path):
+    "`a3tune labels` (Felzenszwalb segments, a tiny random CLIP scorer) then `a3tune train` on its label file."
+    from a3tune.cli import main
+    tmp, base, proc, recs = fx
+    one = [r for r in recs if r['image'].startswith('xmlab110')][:4]          # one image: segmented once
+    write_llava_json(one, tmp_path/'one.json')
+    (tmp_path/'tinyclip.json').write_text(json.dumps({'embed_dim': 32, 'vision_cfg': {'image_size': 32, 'layers': 1, 'width': 64, 'patch_size': 16},
+                                                      'text_cfg': {'context_length': 32, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 1}}))
+    assert main(['labels', str(tmp_path/'one.json'), '--images', str(SLAKE/'imgs'), '--out', str(tmp_path/'weak.jsonl'),
+                 '--segmenter', 'felzenszwalb', '--scorer', 'clip', '--clip-model', str(tmp_path/'tinyclip.json'), '--no-progress']) == 0
+    labels = join_labels(one, tmp_path/'weak.jsonl', SLAKE/'imgs')
+    assert len(labels) == 4 and not labels.unlabelled
+    args = [str(tmp/'base'), '--data', str(tmp_path/'one.json'), '--images', str(SLAKE/'imgs'), '--labels', str(tmp_path/'weak.jsonl'),
+            '--out', str(tmp_path/'run')] + sets(max_steps=2)
+    assert main(['train'] + args) == 0
+    state = json.loads((tmp_path/'run'/'checkpoint-2'/'trainer_state.json').read_text())
+    assert [l['labelled_frac'] for l in state['log_history'] if 'loss' in l] == [1.0, 1.0]
+    ds = A3Dataset(one, SLAKE/'imgs')
+    batch = A3Collator(proc)([ds[0], ds[1]])
+    a, b = load_a3tune(copy.deepcopy(base), tmp_path/'run'), load_a3tune(copy.deepcopy(base), tmp_path/'run'/'checkpoint-2')
+    torch.testing.assert_close(logits(a, batch), logits(b, batch))
