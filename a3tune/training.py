@@ -8,7 +8,7 @@ __all__ = ['TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'LM
            'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune', 'read_adapter_config',
            'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train', 'train_cli']
 
-# %% ../nbs/05_training.ipynb #6c33138a
+# %% ../nbs/05_training.ipynb #6c9ede61
 import os, sys, json, math, argparse, difflib, logging, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, asdict, fields
@@ -25,7 +25,7 @@ from .head_selection import visual_attention_ratio, select_heads, HeadProfile
 from .loss import attention_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
-# %% ../nbs/05_training.ipynb #1efa5396
+# %% ../nbs/05_training.ipynb #c3e89d27
 @dataclass
 class A3TuneConfig:
     "Every A³Tune hyperparameter: the paper's values by default, the reference code's behaviours as options."
@@ -79,7 +79,7 @@ class A3TuneConfig:
     num_workers:int = 0
     def __post_init__(self): _check_config(self)
 
-# %% ../nbs/05_training.ipynb #c6bfce8f
+# %% ../nbs/05_training.ipynb #c53b0431
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'),
                 router=('mlp', 'linear'), k_gate=('weighted', 'max_index'), bf16=('auto', 'true', 'false'))
@@ -93,7 +93,7 @@ def _check_config(self:A3TuneConfig):
     if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
     self.lora_targets = tuple(self.lora_targets)
 
-# %% ../nbs/05_training.ipynb #17a5a769
+# %% ../nbs/05_training.ipynb #e6ac5e6c
 TABLE7 = {'slake': (6, .1), 'vqa-rad': (9, .06), 'pathvqa': (3, .02), 'iu-xray': (6, .12), 'omnimedvqa': (3, .03),
           'iu-xray-report': (12, .08), 'mimic-cxr-report': (12, .05)}   # dataset -> (epochs, λ)
 PAPER_EXPERTS = {d: ((8, 16, 3) if d in ('slake', 'pathvqa', 'omnimedvqa') else (4, 8, 2)) for d in TABLE7}  # (O_q, O_k, B)
@@ -116,7 +116,7 @@ def preset(cls:A3TuneConfig, dataset:str, # a key of `TABLE7`
     else: raise ValueError(f"variant must be 'paper' or 'reference', got {variant!r}")
     return cls(**{**d, **kw})
 
-# %% ../nbs/05_training.ipynb #00e4a477
+# %% ../nbs/05_training.ipynb #c94e9876
 @patch
 def to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -152,7 +152,7 @@ def to_json(self:A3TuneConfig, path): Path(path).write_text(json.dumps(self.to_d
 @patch(cls_method=True)
 def from_json(cls:A3TuneConfig, path): return cls.from_dict(json.loads(Path(path).read_text()), path)
 
-# %% ../nbs/05_training.ipynb #03f4f766
+# %% ../nbs/05_training.ipynb #1d7f19ff
 def _bf16(cfg):
     if cfg.bf16 == 'auto': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cfg.bf16 == 'true'
@@ -176,7 +176,7 @@ def training_args(cfg:A3TuneConfig, # the configuration
     d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
     return TrainingArguments(**d)
 
-# %% ../nbs/05_training.ipynb #0ef357e9
+# %% ../nbs/05_training.ipynb #9b72ea43
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 def moe_config(cfg:A3TuneConfig)->A3MoEConfig:
@@ -203,7 +203,7 @@ def a3tune_model(model, # an HF LLaVA-family model
     model.a3tune_config = cfg
     return model
 
-# %% ../nbs/05_training.ipynb #0b256074
+# %% ../nbs/05_training.ipynb #3cb66343
 A3_KEYS = ('visual_mask', 'prompt_mask', 'query_mask', 'seg', 'seg_valid', 'sample_ids')
 STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'lm_tokens', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
@@ -217,7 +217,8 @@ class A3Trainer(Trainer):
                  a3_config:A3TuneConfig|None=None, # default: the model's `a3tune_config`
                  **kwargs): # other `Trainer` arguments (train_dataset, data_collator, processing_class, callbacks, ...)
         self.a3 = a3_config or getattr(model, 'a3tune_config', None) or A3TuneConfig()
-        if args is not None and args.remove_unused_columns: args = dataclasses.replace(args, remove_unused_columns=False)
+        args = args or training_args(self.a3, 'a3tune_run')
+        if args.remove_unused_columns: args = dataclasses.replace(args, remove_unused_columns=False)
         super().__init__(model=model, args=args, **kwargs)
         self.has_moe, self.unlabelled_seen = bool(a3moe_modules(model)), 0
         self.head_mask = HeadProfile.load(self.a3.head_profile).head_mask(self.a3.R) if self.a3.heads == 'static' else None
@@ -228,7 +229,7 @@ class A3Trainer(Trainer):
         w = self.a3.lam_warmup_steps
         return self.a3.lam * (min(1., (self.state.global_step + 1) / w) if w else 1.)
 
-# %% ../nbs/05_training.ipynb #c237cf15
+# %% ../nbs/05_training.ipynb #2f0fa93c
 @patch
 def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bool):
     "Run the model with the A³ spans; return (outputs, context, recorder)."
@@ -250,7 +251,7 @@ def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
         return out.loss * scale, out.loss.detach() * num_items_in_batch, n_local
     return out.loss / ga, out.loss.detach() * n_local, n_local
 
-# %% ../nbs/05_training.ipynb #237b436b
+# %% ../nbs/05_training.ipynb #f3bb37d7
 @patch
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
@@ -266,7 +267,7 @@ def _align_term(self:A3Trainer, rec, a3:dict):
               heads_ratio_all=ratio[lab].mean(), attn_in_mask=al.in_mask[lab].nansum(), in_mask_n=lab.sum())
     return a, st
 
-# %% ../nbs/05_training.ipynb #b7322f5c
+# %% ../nbs/05_training.ipynb #14848938
 @torch.no_grad()
 def routing_stats(ctx:A3Context)->dict:
     "Mean Q-routing entropy and K-MoE max relative load over layers."
@@ -279,7 +280,7 @@ def routing_stats(ctx:A3Context)->dict:
         st['k_max_load'] = torch.stack([l.max() * l.numel() for l in loads]).mean()
     return st
 
-# %% ../nbs/05_training.ipynb #db9a8dce
+# %% ../nbs/05_training.ipynb #acdd49c2
 @patch
 def compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     "L_LLM + λ·L_align (+ balance), each term normalised over the accumulated batch."
@@ -307,7 +308,7 @@ def compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_
     if model.training: self._accumulate(st); self.unlabelled_seen += len(valid) - int(n_lab)
     return (loss, out) if return_outputs else loss
 
-# %% ../nbs/05_training.ipynb #c16ef044
+# %% ../nbs/05_training.ipynb #28d83f65
 @patch
 def _accumulate(self:A3Trainer, st:dict):
     v = torch.zeros(len(STATS), dtype=torch.float64)
@@ -333,7 +334,7 @@ def log(self:A3Trainer, logs:dict, start_time=None):
         logs['unlabelled_samples'] = int(tot.item())
     Trainer.log(self, logs, start_time)
 
-# %% ../nbs/05_training.ipynb #15ab44f4
+# %% ../nbs/05_training.ipynb #2a7652ab
 A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -358,7 +359,7 @@ def check_base(model, fp:dict, where='adapter'):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
 
-# %% ../nbs/05_training.ipynb #a06435aa
+# %% ../nbs/05_training.ipynb #4411a9c6
 def _moe_tensors(model, state_dict=None)->dict:
     "A³MoE tensors keyed like `a3moe_state_dict`, taken from `state_dict` when given (ZeRO-3 / FSDP)."
     if state_dict is None: return a3moe_state_dict(model)
@@ -388,7 +389,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
-# %% ../nbs/05_training.ipynb #e3110178
+# %% ../nbs/05_training.ipynb #fdbb01a0
 def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
@@ -423,7 +424,7 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
     return load_a3tune_weights(model, path).eval()
 
-# %% ../nbs/05_training.ipynb #6e5f17fb
+# %% ../nbs/05_training.ipynb #5d8ebce2
 @patch
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
     "Write an A³Tune adapter directory (main process only)."
@@ -442,7 +443,7 @@ def _load_from_checkpoint(self:A3Trainer, resume_from_checkpoint, model=None):
 def _load_best_model(self:A3Trainer):
     load_a3tune_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
-# %% ../nbs/05_training.ipynb #71957571
+# %% ../nbs/05_training.ipynb #83bb332f
 def merge_lora(model)->nn.Module:
     "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
@@ -450,7 +451,7 @@ def merge_lora(model)->nn.Module:
     m.a3tune_config = cfg
     return m
 
-# %% ../nbs/05_training.ipynb #49db7823
+# %% ../nbs/05_training.ipynb #1ee9b843
 def train(model, # base model (HF LLaVA-family)
           processor, # its processor
           ds:A3Dataset, # training data (with labels joined)
@@ -471,7 +472,7 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
-# %% ../nbs/05_training.ipynb #13f48073
+# %% ../nbs/05_training.ipynb #a4bb83b2
 def _train_parser():
     p = argparse.ArgumentParser(prog='a3tune train', description='Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment).')
     p.add_argument('model', help='base model: local directory or Hugging Face Hub id (with its processor)')
@@ -494,7 +495,7 @@ def _config(a)->A3TuneConfig:
     if a.config: cfg = cfg.update(json.loads(Path(a.config).read_text()))
     return cfg.update(a.set)
 
-# %% ../nbs/05_training.ipynb #7ed2a70a
+# %% ../nbs/05_training.ipynb #026ddd1a
 def train_cli(argv:list=None, # arguments after `a3tune train`
              )->int:
     "Engine of `a3tune train`: load model, data and labels, check them, train, save the adapter."
@@ -515,5 +516,5 @@ def train_cli(argv:list=None, # arguments after `a3tune train`
         print(f"a3tune: adapter saved to {a.out}\n" + json.dumps(s))
     return 0
 
-# %% ../nbs/05_training.ipynb #63d08192
+# %% ../nbs/05_training.ipynb #11f21a7b
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_cli())   # run as a module, not in a notebook
