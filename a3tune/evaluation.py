@@ -7,9 +7,10 @@ __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_
            'legacy_open_recall', 'normalize_strict', 'strict_closed_hit', 'strict_open_recall', 'score_item',
            'bootstrap_ci', 'VQATable', 'vqa_table', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
            'SlakeGT', 'slake_gt', 'load_slake', 'minmax', 'coverage', 'intensity', 'mass_in_gt', 'attention_metrics',
-           'attention_table', 'vqa_prompt', 'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl']
+           'attention_table', 'vqa_prompt', 'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl',
+           'load_items', 'load_eval_model', 'eval_cli']
 
-# %% ../nbs/06a_evaluation.ipynb #e60558e8
+# %% ../nbs/06a_evaluation.ipynb #2e1099d1
 import json, re, math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 
-# %% ../nbs/06a_evaluation.ipynb #adedf726
+# %% ../nbs/06a_evaluation.ipynb #2ef9c907
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBERS = dict(none='0', zero='0', one='1', two='2', three='3', four='4', five='5', six='6', seven='7', eight='8',
                 nine='9', ten='10')
@@ -42,7 +43,7 @@ def normalize_legacy(text:str, # an answer or a prediction
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return ' '.join(words).replace(',', '')
 
-# %% ../nbs/06a_evaluation.ipynb #b90d4596
+# %% ../nbs/06a_evaluation.ipynb #58e2d4b0
 def legacy_closed_hit(pred:str, # the model's answer
                       ref:str,  # the reference answer
                      )->float:
@@ -60,7 +61,7 @@ def legacy_open_recall(pred:str, # the model's answer
     fn = sum(cr[w] for w in cr if w not in cp)
     return tp / (tp + fn) if tp else 0.
 
-# %% ../nbs/06a_evaluation.ipynb #e320442d
+# %% ../nbs/06a_evaluation.ipynb #e947f75d
 def normalize_strict(text:str, # an answer or a prediction
                     )->str:
     "Lowercase, keep letters, digits, apostrophes and decimal points, drop articles, map number words to digits."
@@ -82,7 +83,7 @@ def strict_open_recall(pred:str, # the model's answer
     if not cr: return 0.
     return sum(min(cp[w], c) for w, c in cr.items()) / sum(cr.values())
 
-# %% ../nbs/06a_evaluation.ipynb #f30d28b5
+# %% ../nbs/06a_evaluation.ipynb #13f258b0
 SCORERS = {'legacy': (legacy_closed_hit, legacy_open_recall), 'strict': (strict_closed_hit, strict_open_recall)}
 
 def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
@@ -97,7 +98,7 @@ def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
     closed, open_ = SCORERS[mode]
     return (closed if kind == 'CLOSED' else open_)(item['prediction'], item['reference'])
 
-# %% ../nbs/06a_evaluation.ipynb #11210f07
+# %% ../nbs/06a_evaluation.ipynb #5a499bc3
 def bootstrap_ci(scores, # per-item scores
                  n_boot:int=1000, # bootstrap resamples
                  alpha:float=0.05, # 1 - confidence level
@@ -110,7 +111,7 @@ def bootstrap_ci(scores, # per-item scores
     lo, hi = np.quantile(s[idx].mean(1), [alpha/2, 1-alpha/2])
     return float(s.mean()), float(lo), float(hi)
 
-# %% ../nbs/06a_evaluation.ipynb #97e436d8
+# %% ../nbs/06a_evaluation.ipynb #89601e0e
 @dataclass
 class VQATable:
     "Open recall and closed accuracy with bootstrap intervals, overall and per group."
@@ -144,7 +145,7 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
             rows.append(r)
     return VQATable(rows, mode)
 
-# %% ../nbs/06a_evaluation.ipynb #136b2264
+# %% ../nbs/06a_evaluation.ipynb #2b8dfb15
 def read_detection(path, # a SLAKE `detection.json`
                   )->list:
     "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
@@ -167,7 +168,7 @@ def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
     m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
     return m
 
-# %% ../nbs/06a_evaluation.ipynb #1d140cea
+# %% ../nbs/06a_evaluation.ipynb #aad253b8
 @lru_cache(maxsize=64)
 def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
                   modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
@@ -186,7 +187,7 @@ def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
         out.append((label, box, m))
     return tuple(out)
 
-# %% ../nbs/06a_evaluation.ipynb #3a3ae656
+# %% ../nbs/06a_evaluation.ipynb #eb27e9cc
 def named_labels(text:str, # question and answer text
                  labels:list, # the image's box labels
                 )->list:
@@ -195,7 +196,7 @@ def named_labels(text:str, # question and answer text
     uniq = list(dict.fromkeys(labels))
     return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
 
-# %% ../nbs/06a_evaluation.ipynb #0b1485de
+# %% ../nbs/06a_evaluation.ipynb #a32b9994
 @dataclass
 class SlakeGT:
     "Ground-truth region of one SLAKE question."
@@ -220,7 +221,7 @@ def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modal
     return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
                    'question' if named else 'image')
 
-# %% ../nbs/06a_evaluation.ipynb #134dc11c
+# %% ../nbs/06a_evaluation.ipynb #24df0a7d
 def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
                split:str='validate', # 'train', 'validate' or 'test'
                lang:str='en', # question language
@@ -230,7 +231,7 @@ def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.j
     if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
     return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
 
-# %% ../nbs/06a_evaluation.ipynb #6efe1bfa
+# %% ../nbs/06a_evaluation.ipynb #98b9f0fa
 def minmax(attn, # a non-negative attention map, any shape
           )->torch.Tensor:
     "Min-max normalise a map to [0, 1]; a flat map becomes all ones."
@@ -266,7 +267,7 @@ def mass_in_gt(attn, # attention map on the token grid (raw, non-negative)
     a, b = _pair(attn, gt)
     return float((b * a).sum() / a.sum()) if a.sum() > 0 and b.sum() > 0 else math.nan
 
-# %% ../nbs/06a_evaluation.ipynb #cd53517e
+# %% ../nbs/06a_evaluation.ipynb #38bfcef6
 def attention_metrics(attn, # attention map on the token grid (raw, non-negative)
                       gt, # ground truth on the same grid, values in [0, 1]
                       tau:float=0.15, # Coverage threshold
@@ -294,7 +295,7 @@ def attention_table(records:list, # dicts with coverage, intensity, mass_in_gt a
             rows.append(row)
     return rows
 
-# %% ../nbs/06a_evaluation.ipynb #86ff8bb9
+# %% ../nbs/06a_evaluation.ipynb #1975e8af
 STRATEGIES = dict(greedy=dict(do_sample=False, num_beams=1), beam=dict(do_sample=False, num_beams=5),
                   nucleus=dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0),
                   dola=dict(do_sample=False, dola_layers='high', repetition_penalty=1.2,
@@ -313,7 +314,7 @@ def _image(x):
     if not Path(x).exists(): raise FileNotFoundError(f"image {x} not found (item field 'image')")
     return Image.open(x).convert('RGB')
 
-# %% ../nbs/06a_evaluation.ipynb #c95bd6b7
+# %% ../nbs/06a_evaluation.ipynb #5fd71569
 def _generate_kwargs(strategy, trust_remote_code):
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     kw = dict(STRATEGIES[strategy])
@@ -350,7 +351,7 @@ def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an 
                            "Download it once with network access, or choose greedy, beam or nucleus.") from e
     return [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
 
-# %% ../nbs/06a_evaluation.ipynb #e8679067
+# %% ../nbs/06a_evaluation.ipynb #8c16df9d
 def slake_items(root, # the SLAKE folder
                 split:str='validate', # split file name
                )->list:
@@ -390,3 +391,59 @@ def read_jsonl(path, # a JSONL file
               )->list:
     "The records of a JSONL file."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+# %% ../nbs/06a_evaluation.ipynb #7ca2927e
+def load_items(data, # a SLAKE folder or a JSONL file of items
+               split:str='validate', # SLAKE split (folders only)
+              )->list:
+    "Generation items from a SLAKE folder or a JSONL file (relative image paths resolved against its folder)."
+    data = Path(data)
+    if data.is_dir(): return slake_items(data, split)
+    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder nor a JSONL file")
+    items = read_jsonl(data)
+    for i, it in enumerate(items):
+        miss = [k for k in ('image', 'question', 'answer_type') if k not in it] + ([] if 'reference' in it or 'answer' in it else ['reference'])
+        if miss: raise KeyError(f"{data} line {i+1} lacks {miss}; items need image, question, reference (or answer), answer_type")
+        if not Path(it['image']).is_absolute(): it['image'] = str(data.parent/it['image'])
+    return items
+
+def load_eval_model(model_dir, # a folder written by `save_pretrained` (model and processor)
+                    adapter=None, # an A³Tune adapter folder, or None
+                    device:str='cpu', # torch device
+                   ):
+    "The model (with adapter) in eval mode and its processor."
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    processor = AutoProcessor.from_pretrained(adapter if adapter and (Path(adapter)/'processor_config.json').exists() else model_dir)
+    if adapter:
+        from a3tune.training import load_a3tune
+        model = load_a3tune(model, adapter)
+    return model.to(device).eval(), processor
+
+# %% ../nbs/06a_evaluation.ipynb #c8bb1e18
+def eval_cli(argv:list=None, # arguments after `a3tune eval`
+            )->int:
+    "Generate answers on a data set and write answers.jsonl and metrics.json (the `a3tune eval` command)."
+    import argparse, sys
+    p = argparse.ArgumentParser(prog='a3tune eval', description='Generate answers with a (tuned) LLaVA model and score them.')
+    p.add_argument('--model', required=True, help='model folder (save_pretrained), with its processor')
+    p.add_argument('--adapter', help='A³Tune adapter folder written by `a3tune train`')
+    p.add_argument('--data', required=True, help='SLAKE folder, or a JSONL of items (image, question, reference, answer_type)')
+    p.add_argument('--split', default='validate', help='SLAKE split file (default: validate)')
+    p.add_argument('--strategy', default='greedy', choices=list(STRATEGIES))
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--batch-size', type=int, default=8); p.add_argument('--max-new-tokens', type=int, default=32)
+    p.add_argument('--limit', type=int, help='first N items only'); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default='cpu'); p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--trust-remote-code', action='store_true', help='allow DoLa to run hf.co/transformers-community/dola')
+    a = p.parse_args(argv)
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    items = load_items(a.data, a.split)[:a.limit]
+    model, processor = load_eval_model(a.model, a.adapter, a.device)
+    recs = generate_answers(model, processor, items, a.strategy, a.batch_size, a.max_new_tokens, out/'answers.jsonl',
+                            a.seed, not a.no_progress, trust_remote_code=a.trust_remote_code)
+    tabs = {m: vqa_table(recs, m, seed=a.seed) for m in SCORERS}
+    meta = dict(model=str(a.model), adapter=a.adapter, data=str(a.data), split=a.split, strategy=a.strategy, n=len(recs))
+    (out/'metrics.json').write_text(json.dumps(dict(meta, **{m: t.rows for m, t in tabs.items()}), indent=1))
+    print('\n\n'.join(t._repr_markdown_() for t in tabs.values()))
+    return 0
