@@ -8,9 +8,9 @@ __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_
            'bootstrap_ci', 'VQATable', 'vqa_table', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
            'SlakeGT', 'slake_gt', 'load_slake', 'minmax', 'coverage', 'intensity', 'mass_in_gt', 'attention_metrics',
            'attention_table', 'vqa_prompt', 'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl',
-           'load_items', 'load_eval_model', 'eval_cli']
+           'model_view', 'show_attention', 'load_items', 'load_eval_model', 'eval_cli']
 
-# %% ../nbs/06a_evaluation.ipynb #2e1099d1
+# %% ../nbs/06a_evaluation.ipynb #d5bdbe5f
 import json, re, math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 
-# %% ../nbs/06a_evaluation.ipynb #2ef9c907
+# %% ../nbs/06a_evaluation.ipynb #ef0f1793
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBERS = dict(none='0', zero='0', one='1', two='2', three='3', four='4', five='5', six='6', seven='7', eight='8',
                 nine='9', ten='10')
@@ -43,7 +43,7 @@ def normalize_legacy(text:str, # an answer or a prediction
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return ' '.join(words).replace(',', '')
 
-# %% ../nbs/06a_evaluation.ipynb #58e2d4b0
+# %% ../nbs/06a_evaluation.ipynb #35152c00
 def legacy_closed_hit(pred:str, # the model's answer
                       ref:str,  # the reference answer
                      )->float:
@@ -61,7 +61,7 @@ def legacy_open_recall(pred:str, # the model's answer
     fn = sum(cr[w] for w in cr if w not in cp)
     return tp / (tp + fn) if tp else 0.
 
-# %% ../nbs/06a_evaluation.ipynb #e947f75d
+# %% ../nbs/06a_evaluation.ipynb #512b2ac4
 def normalize_strict(text:str, # an answer or a prediction
                     )->str:
     "Lowercase, keep letters, digits, apostrophes and decimal points, drop articles, map number words to digits."
@@ -83,7 +83,7 @@ def strict_open_recall(pred:str, # the model's answer
     if not cr: return 0.
     return sum(min(cp[w], c) for w, c in cr.items()) / sum(cr.values())
 
-# %% ../nbs/06a_evaluation.ipynb #13f258b0
+# %% ../nbs/06a_evaluation.ipynb #26726aec
 SCORERS = {'legacy': (legacy_closed_hit, legacy_open_recall), 'strict': (strict_closed_hit, strict_open_recall)}
 
 def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
@@ -98,7 +98,7 @@ def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
     closed, open_ = SCORERS[mode]
     return (closed if kind == 'CLOSED' else open_)(item['prediction'], item['reference'])
 
-# %% ../nbs/06a_evaluation.ipynb #5a499bc3
+# %% ../nbs/06a_evaluation.ipynb #1c6ad0a0
 def bootstrap_ci(scores, # per-item scores
                  n_boot:int=1000, # bootstrap resamples
                  alpha:float=0.05, # 1 - confidence level
@@ -111,7 +111,7 @@ def bootstrap_ci(scores, # per-item scores
     lo, hi = np.quantile(s[idx].mean(1), [alpha/2, 1-alpha/2])
     return float(s.mean()), float(lo), float(hi)
 
-# %% ../nbs/06a_evaluation.ipynb #89601e0e
+# %% ../nbs/06a_evaluation.ipynb #f6aec992
 @dataclass
 class VQATable:
     "Open recall and closed accuracy with bootstrap intervals, overall and per group."
@@ -145,7 +145,7 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
             rows.append(r)
     return VQATable(rows, mode)
 
-# %% ../nbs/06a_evaluation.ipynb #2b8dfb15
+# %% ../nbs/06a_evaluation.ipynb #5c4eb6ff
 def read_detection(path, # a SLAKE `detection.json`
                   )->list:
     "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
@@ -168,7 +168,7 @@ def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
     m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
     return m
 
-# %% ../nbs/06a_evaluation.ipynb #aad253b8
+# %% ../nbs/06a_evaluation.ipynb #e99b219e
 @lru_cache(maxsize=64)
 def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
                   modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
@@ -187,7 +187,7 @@ def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
         out.append((label, box, m))
     return tuple(out)
 
-# %% ../nbs/06a_evaluation.ipynb #eb27e9cc
+# %% ../nbs/06a_evaluation.ipynb #1d5ef64b
 def named_labels(text:str, # question and answer text
                  labels:list, # the image's box labels
                 )->list:
@@ -196,7 +196,7 @@ def named_labels(text:str, # question and answer text
     uniq = list(dict.fromkeys(labels))
     return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
 
-# %% ../nbs/06a_evaluation.ipynb #a32b9994
+# %% ../nbs/06a_evaluation.ipynb #4e4e4f50
 @dataclass
 class SlakeGT:
     "Ground-truth region of one SLAKE question."
@@ -221,7 +221,7 @@ def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modal
     return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
                    'question' if named else 'image')
 
-# %% ../nbs/06a_evaluation.ipynb #24df0a7d
+# %% ../nbs/06a_evaluation.ipynb #ae784749
 def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
                split:str='validate', # 'train', 'validate' or 'test'
                lang:str='en', # question language
@@ -231,7 +231,7 @@ def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.j
     if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
     return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
 
-# %% ../nbs/06a_evaluation.ipynb #98b9f0fa
+# %% ../nbs/06a_evaluation.ipynb #e9a2e0a4
 def minmax(attn, # a non-negative attention map, any shape
           )->torch.Tensor:
     "Min-max normalise a map to [0, 1]; a flat map becomes all ones."
@@ -267,7 +267,7 @@ def mass_in_gt(attn, # attention map on the token grid (raw, non-negative)
     a, b = _pair(attn, gt)
     return float((b * a).sum() / a.sum()) if a.sum() > 0 and b.sum() > 0 else math.nan
 
-# %% ../nbs/06a_evaluation.ipynb #38bfcef6
+# %% ../nbs/06a_evaluation.ipynb #e8b21fb2
 def attention_metrics(attn, # attention map on the token grid (raw, non-negative)
                       gt, # ground truth on the same grid, values in [0, 1]
                       tau:float=0.15, # Coverage threshold
@@ -295,7 +295,7 @@ def attention_table(records:list, # dicts with coverage, intensity, mass_in_gt a
             rows.append(row)
     return rows
 
-# %% ../nbs/06a_evaluation.ipynb #1975e8af
+# %% ../nbs/06a_evaluation.ipynb #82a6307f
 STRATEGIES = dict(greedy=dict(do_sample=False, num_beams=1), beam=dict(do_sample=False, num_beams=5),
                   nucleus=dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0),
                   dola=dict(do_sample=False, dola_layers='high', repetition_penalty=1.2,
@@ -314,7 +314,7 @@ def _image(x):
     if not Path(x).exists(): raise FileNotFoundError(f"image {x} not found (item field 'image')")
     return Image.open(x).convert('RGB')
 
-# %% ../nbs/06a_evaluation.ipynb #5fd71569
+# %% ../nbs/06a_evaluation.ipynb #a0a5e50b
 def _generate_kwargs(strategy, trust_remote_code):
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     kw = dict(STRATEGIES[strategy])
@@ -351,7 +351,7 @@ def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an 
                            "Download it once with network access, or choose greedy, beam or nucleus.") from e
     return [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
 
-# %% ../nbs/06a_evaluation.ipynb #8c16df9d
+# %% ../nbs/06a_evaluation.ipynb #55d04d0b
 def slake_items(root, # the SLAKE folder
                 split:str='validate', # split file name
                )->list:
@@ -392,7 +392,37 @@ def read_jsonl(path, # a JSONL file
     "The records of a JSONL file."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
-# %% ../nbs/06a_evaluation.ipynb #7ca2927e
+# %% ../nbs/06a_evaluation.ipynb #b2347f80
+def model_view(processor, # a LLaVA processor
+               image, # PIL image or path
+              )->np.ndarray:
+    "The image as the model sees it: [H, W, 3] floats in [0, 1] after resize/crop, normalisation undone."
+    ip = processor.image_processor
+    px = ip(images=[_image(image)], return_tensors='pt')['pixel_values'][0]
+    mean, std = torch.tensor(ip.image_mean)[:, None, None], torch.tensor(ip.image_std)[:, None, None]
+    return (px * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
+                   maps:dict, # title -> map on the token grid [rows, cols]
+                   gt=None, # ground truth on the grid [rows, cols], outlined where ≥ 0.5
+                   figsize=(8, 2.6), # figure size
+                   dpi:int=70, # figure resolution
+                  ):
+    "Side-by-side overlays of attention maps on the model's view of the image; returns the figure."
+    import matplotlib.pyplot as plt
+    H, W = view.shape[:2]
+    fig, axs = plt.subplots(1, len(maps), figsize=figsize, dpi=dpi, squeeze=False)
+    for ax, (title, m) in zip(axs[0], maps.items()):
+        ax.imshow(view); ax.imshow(minmax(m).numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest')
+        if gt is not None:
+            g = torch.as_tensor(gt, dtype=torch.float32).numpy() >= 0.5
+            up = g[np.arange(H) * g.shape[0] // H][:, np.arange(W) * g.shape[1] // W]   # cells → pixels, nearest
+            ax.contour(np.arange(W) + .5, np.arange(H) + .5, up, levels=[0.5], colors='w', linewidths=1)
+        ax.set_title(title, fontsize=9); ax.axis('off')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/06a_evaluation.ipynb #5988ef37
 def load_items(data, # a SLAKE folder or a JSONL file of items
                split:str='validate', # SLAKE split (folders only)
               )->list:
@@ -420,7 +450,7 @@ def load_eval_model(model_dir, # a folder written by `save_pretrained` (model an
         model = load_a3tune(model, adapter)
     return model.to(device).eval(), processor
 
-# %% ../nbs/06a_evaluation.ipynb #c8bb1e18
+# %% ../nbs/06a_evaluation.ipynb #debff012
 def eval_cli(argv:list=None, # arguments after `a3tune eval`
             )->int:
     "Generate answers on a data set and write answers.jsonl and metrics.json (the `a3tune eval` command)."
