@@ -8,9 +8,10 @@ __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_
            'bootstrap_ci', 'VQATable', 'vqa_table', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
            'SlakeGT', 'slake_gt', 'load_slake', 'minmax', 'coverage', 'intensity', 'mass_in_gt', 'attention_metrics',
            'attention_table', 'vqa_prompt', 'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl',
-           'model_view', 'show_attention', 'load_items', 'load_eval_model', 'eval_cli']
+           'gt_grid', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention', 'load_items',
+           'load_eval_model', 'eval_cli']
 
-# %% ../nbs/06a_evaluation.ipynb #d5bdbe5f
+# %% ../nbs/06a_evaluation.ipynb #509484cc
 import json, re, math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
+from .preliminaries import LVLMAdapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
 
-# %% ../nbs/06a_evaluation.ipynb #ef0f1793
+# %% ../nbs/06a_evaluation.ipynb #7bc90d7c
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBERS = dict(none='0', zero='0', one='1', two='2', three='3', four='4', five='5', six='6', seven='7', eight='8',
                 nine='9', ten='10')
@@ -43,7 +45,7 @@ def normalize_legacy(text:str, # an answer or a prediction
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return ' '.join(words).replace(',', '')
 
-# %% ../nbs/06a_evaluation.ipynb #35152c00
+# %% ../nbs/06a_evaluation.ipynb #82cce951
 def legacy_closed_hit(pred:str, # the model's answer
                       ref:str,  # the reference answer
                      )->float:
@@ -61,7 +63,7 @@ def legacy_open_recall(pred:str, # the model's answer
     fn = sum(cr[w] for w in cr if w not in cp)
     return tp / (tp + fn) if tp else 0.
 
-# %% ../nbs/06a_evaluation.ipynb #512b2ac4
+# %% ../nbs/06a_evaluation.ipynb #840e2d7c
 def normalize_strict(text:str, # an answer or a prediction
                     )->str:
     "Lowercase, keep letters, digits, apostrophes and decimal points, drop articles, map number words to digits."
@@ -83,7 +85,7 @@ def strict_open_recall(pred:str, # the model's answer
     if not cr: return 0.
     return sum(min(cp[w], c) for w, c in cr.items()) / sum(cr.values())
 
-# %% ../nbs/06a_evaluation.ipynb #26726aec
+# %% ../nbs/06a_evaluation.ipynb #d7c8c473
 SCORERS = {'legacy': (legacy_closed_hit, legacy_open_recall), 'strict': (strict_closed_hit, strict_open_recall)}
 
 def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
@@ -98,7 +100,7 @@ def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
     closed, open_ = SCORERS[mode]
     return (closed if kind == 'CLOSED' else open_)(item['prediction'], item['reference'])
 
-# %% ../nbs/06a_evaluation.ipynb #1c6ad0a0
+# %% ../nbs/06a_evaluation.ipynb #ca05cc6e
 def bootstrap_ci(scores, # per-item scores
                  n_boot:int=1000, # bootstrap resamples
                  alpha:float=0.05, # 1 - confidence level
@@ -111,7 +113,7 @@ def bootstrap_ci(scores, # per-item scores
     lo, hi = np.quantile(s[idx].mean(1), [alpha/2, 1-alpha/2])
     return float(s.mean()), float(lo), float(hi)
 
-# %% ../nbs/06a_evaluation.ipynb #f6aec992
+# %% ../nbs/06a_evaluation.ipynb #47fb3ab4
 @dataclass
 class VQATable:
     "Open recall and closed accuracy with bootstrap intervals, overall and per group."
@@ -145,7 +147,7 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
             rows.append(r)
     return VQATable(rows, mode)
 
-# %% ../nbs/06a_evaluation.ipynb #5c4eb6ff
+# %% ../nbs/06a_evaluation.ipynb #1a523d1b
 def read_detection(path, # a SLAKE `detection.json`
                   )->list:
     "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
@@ -168,7 +170,7 @@ def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
     m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
     return m
 
-# %% ../nbs/06a_evaluation.ipynb #e99b219e
+# %% ../nbs/06a_evaluation.ipynb #a97d25e7
 @lru_cache(maxsize=64)
 def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
                   modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
@@ -187,7 +189,7 @@ def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
         out.append((label, box, m))
     return tuple(out)
 
-# %% ../nbs/06a_evaluation.ipynb #1d5ef64b
+# %% ../nbs/06a_evaluation.ipynb #4e1ca580
 def named_labels(text:str, # question and answer text
                  labels:list, # the image's box labels
                 )->list:
@@ -196,7 +198,7 @@ def named_labels(text:str, # question and answer text
     uniq = list(dict.fromkeys(labels))
     return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
 
-# %% ../nbs/06a_evaluation.ipynb #4e4e4f50
+# %% ../nbs/06a_evaluation.ipynb #3ea78bda
 @dataclass
 class SlakeGT:
     "Ground-truth region of one SLAKE question."
@@ -221,7 +223,7 @@ def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modal
     return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
                    'question' if named else 'image')
 
-# %% ../nbs/06a_evaluation.ipynb #ae784749
+# %% ../nbs/06a_evaluation.ipynb #6aa52710
 def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
                split:str='validate', # 'train', 'validate' or 'test'
                lang:str='en', # question language
@@ -231,7 +233,7 @@ def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.j
     if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
     return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
 
-# %% ../nbs/06a_evaluation.ipynb #e9a2e0a4
+# %% ../nbs/06a_evaluation.ipynb #e951575b
 def minmax(attn, # a non-negative attention map, any shape
           )->torch.Tensor:
     "Min-max normalise a map to [0, 1]; a flat map becomes all ones."
@@ -267,7 +269,7 @@ def mass_in_gt(attn, # attention map on the token grid (raw, non-negative)
     a, b = _pair(attn, gt)
     return float((b * a).sum() / a.sum()) if a.sum() > 0 and b.sum() > 0 else math.nan
 
-# %% ../nbs/06a_evaluation.ipynb #e8b21fb2
+# %% ../nbs/06a_evaluation.ipynb #1ffad165
 def attention_metrics(attn, # attention map on the token grid (raw, non-negative)
                       gt, # ground truth on the same grid, values in [0, 1]
                       tau:float=0.15, # Coverage threshold
@@ -295,7 +297,7 @@ def attention_table(records:list, # dicts with coverage, intensity, mass_in_gt a
             rows.append(row)
     return rows
 
-# %% ../nbs/06a_evaluation.ipynb #82a6307f
+# %% ../nbs/06a_evaluation.ipynb #c55e65ce
 STRATEGIES = dict(greedy=dict(do_sample=False, num_beams=1), beam=dict(do_sample=False, num_beams=5),
                   nucleus=dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0),
                   dola=dict(do_sample=False, dola_layers='high', repetition_penalty=1.2,
@@ -314,7 +316,7 @@ def _image(x):
     if not Path(x).exists(): raise FileNotFoundError(f"image {x} not found (item field 'image')")
     return Image.open(x).convert('RGB')
 
-# %% ../nbs/06a_evaluation.ipynb #a0a5e50b
+# %% ../nbs/06a_evaluation.ipynb #15323a77
 def _generate_kwargs(strategy, trust_remote_code):
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     kw = dict(STRATEGIES[strategy])
@@ -351,7 +353,7 @@ def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an 
                            "Download it once with network access, or choose greedy, beam or nucleus.") from e
     return [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
 
-# %% ../nbs/06a_evaluation.ipynb #55d04d0b
+# %% ../nbs/06a_evaluation.ipynb #38082ce0
 def slake_items(root, # the SLAKE folder
                 split:str='validate', # split file name
                )->list:
@@ -392,7 +394,62 @@ def read_jsonl(path, # a JSONL file
     "The records of a JSONL file."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
-# %% ../nbs/06a_evaluation.ipynb #b2347f80
+# %% ../nbs/06a_evaluation.ipynb #7a44dd3c
+def gt_grid(gt, # a `SlakeGT`, or a bool mask [H, W] on the original image
+            processor, # the model's processor
+           )->torch.Tensor:
+    "Ground truth on the visual-token grid [rows, cols]: the fraction of each cell inside the region."
+    mask = gt.mask if isinstance(gt, SlakeGT) else np.asarray(gt)
+    return region_to_grid(torch.as_tensor(mask), tuple(mask.shape[:2]), processor)
+
+def _query_inputs(model, processor, image, question, answer, prompt_fn, rows):
+    if rows not in ('text', 'answer'): raise ValueError(f"rows must be 'text' or 'answer', got {rows!r}")
+    prompt = prompt_fn(processor, question)
+    inputs = processor(images=[_image(image)], text=[f'{prompt} {answer}' if answer else prompt], return_tensors='pt').to(model.device)
+    ad = LVLMAdapter.from_model(model)
+    vis = ad.visual_mask(inputs['input_ids'])                                   # [1, T]
+    query = (vis.long().cumsum(-1) == vis.sum(-1, keepdim=True)) & ~vis         # text after the last image token
+    if rows == 'answer':
+        n_prompt = processor(images=[_image(image)], text=[prompt], return_tensors='pt')['input_ids'].shape[1]
+        query &= torch.arange(vis.shape[1], device=vis.device) >= n_prompt
+        if not query.any(): raise ValueError("rows='answer' needs a non-empty `answer`")
+    return inputs, vis, query, ad
+
+@torch.no_grad()
+def eq2_map(model, # a LLaVA model
+            processor, # its processor
+            image, # PIL image or path
+            question:str, # the question
+            answer:str='', # text appended after the prompt (e.g. the generated answer)
+            prompt_fn=vqa_prompt, # (processor, question) -> prompt
+            rows:str='text', # query rows: 'text' (all text after the image) or 'answer'
+           )->torch.Tensor:
+    "Eq. 2 map on the token grid [rows, cols]: text→image attention averaged over layers, heads and query rows."
+    inputs, vis, query, ad = _query_inputs(model, processor, image, question, answer, prompt_fn, rows)
+    ar = attention_rows(model, inputs, query)
+    return visual_map_eq2(ar.probs, vis, ar.row_mask)[0].reshape(ad.grid(processor))
+
+# %% ../nbs/06a_evaluation.ipynb #94657cd9
+def attention_records(model, # a LLaVA model
+                      processor, # its processor
+                      items:list, # SLAKE items (`slake_items`), optionally with a `prediction`
+                      root, # the SLAKE folder
+                      rows:str='text', # query rows, see `eq2_map`
+                      tau:float=0.15, # Coverage threshold
+                      prompt_fn=vqa_prompt, # (processor, question) -> prompt
+                      progress:bool=False, # show a tqdm bar
+                     )->list:
+    "Coverage, Intensity and mass in GT of the Eq. 2 map of each SLAKE item against its ground-truth region."
+    from tqdm.auto import tqdm
+    recs = []
+    for it in tqdm(items, desc='attention', disable=not progress):
+        gt = slake_gt(it, root)
+        m = eq2_map(model, processor, it['image'], it['question'], it.get('prediction') or '', prompt_fn, rows)
+        recs.append(dict(id=it.get('id'), modality=it.get('modality'), content_type=it.get('content_type'), level=gt.level,
+                         labels=gt.labels, **attention_metrics(m, gt_grid(gt, processor), tau)))
+    return recs
+
+# %% ../nbs/06a_evaluation.ipynb #fdc3edd1
 def model_view(processor, # a LLaVA processor
                image, # PIL image or path
               )->np.ndarray:
@@ -402,9 +459,20 @@ def model_view(processor, # a LLaVA processor
     mean, std = torch.tensor(ip.image_mean)[:, None, None], torch.tensor(ip.image_std)[:, None, None]
     return (px * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
+def view_mask(mask, # bool [H, W] on the original image
+              processor, # the model's processor
+             )->np.ndarray:
+    "`mask` carried into the model's view [h, w] (nearest pixel) with the package's image geometry."
+    m = np.asarray(mask, bool)
+    g = image_geometry(processor, m.shape)
+    idx = [np.floor((np.arange(n) + .5 - o) / s).astype(int) for n, o, s in zip(g.input_size, g.offset, g.scale)]
+    ok = [(i >= 0) & (i < n) for i, n in zip(idx, m.shape)]
+    out = m[np.clip(idx[0], 0, m.shape[0]-1)][:, np.clip(idx[1], 0, m.shape[1]-1)]
+    return out & ok[0][:, None] & ok[1][None]
+
 def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
                    maps:dict, # title -> map on the token grid [rows, cols]
-                   gt=None, # ground truth on the grid [rows, cols], outlined where ≥ 0.5
+                   gt=None, # ground truth to outline: a view mask [H, W] (`view_mask`) or a grid [rows, cols] (cells ≥ 0.5)
                    figsize=(8, 2.6), # figure size
                    dpi:int=70, # figure resolution
                   ):
@@ -416,13 +484,13 @@ def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
         ax.imshow(view); ax.imshow(minmax(m).numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest')
         if gt is not None:
             g = torch.as_tensor(gt, dtype=torch.float32).numpy() >= 0.5
-            up = g[np.arange(H) * g.shape[0] // H][:, np.arange(W) * g.shape[1] // W]   # cells → pixels, nearest
+            up = g if g.shape == (H, W) else g[np.arange(H) * g.shape[0] // H][:, np.arange(W) * g.shape[1] // W]
             ax.contour(np.arange(W) + .5, np.arange(H) + .5, up, levels=[0.5], colors='w', linewidths=1)
         ax.set_title(title, fontsize=9); ax.axis('off')
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06a_evaluation.ipynb #5988ef37
+# %% ../nbs/06a_evaluation.ipynb #4dbcb2fb
 def load_items(data, # a SLAKE folder or a JSONL file of items
                split:str='validate', # SLAKE split (folders only)
               )->list:
@@ -450,7 +518,18 @@ def load_eval_model(model_dir, # a folder written by `save_pretrained` (model an
         model = load_a3tune(model, adapter)
     return model.to(device).eval(), processor
 
-# %% ../nbs/06a_evaluation.ipynb #debff012
+# %% ../nbs/06a_evaluation.ipynb #5e4879d8
+def _eval_figures(model, processor, items, root, folder):
+    import matplotlib.pyplot as plt
+    folder.mkdir(parents=True, exist_ok=True)
+    for it in items:
+        gt = slake_gt(it, root)
+        maps = {'Eq. 2, prompt': eq2_map(model, processor, it['image'], it['question'])}
+        if it.get('prediction'): maps['Eq. 2, + answer'] = eq2_map(model, processor, it['image'], it['question'], it['prediction'])
+        fig = show_attention(model_view(processor, it['image']), maps, view_mask(gt.mask, processor))
+        fig.suptitle(f"{it['question']} → {it.get('prediction', '')!r} (ref {it.get('reference')!r})", fontsize=8)
+        fig.savefig(folder/f"{it.get('id', 'item')}.png"); plt.close(fig)
+
 def eval_cli(argv:list=None, # arguments after `a3tune eval`
             )->int:
     "Generate answers on a data set and write answers.jsonl and metrics.json (the `a3tune eval` command)."
@@ -466,14 +545,24 @@ def eval_cli(argv:list=None, # arguments after `a3tune eval`
     p.add_argument('--limit', type=int, help='first N items only'); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu'); p.add_argument('--no-progress', action='store_true')
     p.add_argument('--trust-remote-code', action='store_true', help='allow DoLa to run hf.co/transformers-community/dola')
+    p.add_argument('--attention', action='store_true', help='SLAKE only: Coverage, Intensity, mass in GT of the Eq. 2 map')
+    p.add_argument('--figures', type=int, default=0, help='SLAKE only: draw the Eq. 2 map of the first N items')
     a = p.parse_args(argv)
+    if (a.attention or a.figures) and not Path(a.data).is_dir(): p.error('--attention/--figures need a SLAKE folder as --data (ground truth)')
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     items = load_items(a.data, a.split)[:a.limit]
     model, processor = load_eval_model(a.model, a.adapter, a.device)
     recs = generate_answers(model, processor, items, a.strategy, a.batch_size, a.max_new_tokens, out/'answers.jsonl',
                             a.seed, not a.no_progress, trust_remote_code=a.trust_remote_code)
     tabs = {m: vqa_table(recs, m, seed=a.seed) for m in SCORERS}
-    meta = dict(model=str(a.model), adapter=a.adapter, data=str(a.data), split=a.split, strategy=a.strategy, n=len(recs))
-    (out/'metrics.json').write_text(json.dumps(dict(meta, **{m: t.rows for m, t in tabs.items()}), indent=1))
+    res = dict(model=str(a.model), adapter=a.adapter, data=str(a.data), split=a.split, strategy=a.strategy, n=len(recs),
+               **{m: t.rows for m, t in tabs.items()})
+    for it, r in zip(items, recs): it['prediction'] = r['prediction']
+    if a.attention:
+        att = attention_records(model, processor, items, a.data, progress=not a.no_progress)
+        (out/'attention.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in att))
+        res['attention'] = attention_table(att, by=('content_type', 'level'), seed=a.seed)
+    if a.figures: _eval_figures(model, processor, items[:a.figures], a.data, out/'figures')
+    (out/'metrics.json').write_text(json.dumps(res, indent=1))
     print('\n\n'.join(t._repr_markdown_() for t in tabs.values()))
     return 0
