@@ -6,14 +6,14 @@
 __all__ = ['A3Context', 'Router', 'MoELoRALinear', 'current_context', 'a3_context', 'QMoE', 'balance_term', 'KMoE', 'A3MoEConfig',
            'lm_attentions', 'add_a3moe', 'a3moe_modules', 'a3moe_state_dict', 'load_a3moe_state_dict']
 
-# %% ../nbs/02_a3moe.ipynb #e42bdc51
+# %% ../nbs/02_a3moe.ipynb #c568dfe7
 import contextvars, math, re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 
-# %% ../nbs/02_a3moe.ipynb #5a8693a0
+# %% ../nbs/02_a3moe.ipynb #880d7ede
 @dataclass(eq=False)
 class A3Context:
     "Spans and routing state of one forward (or one `generate` call), passed to the model as `a3ctx=`."
@@ -44,7 +44,7 @@ class A3Context:
         if not self.balance_terms: return torch.zeros(())
         return torch.stack(list(self.balance_terms.values())).mean()
 
-# %% ../nbs/02_a3moe.ipynb #21547331
+# %% ../nbs/02_a3moe.ipynb #f94061bb
 @patch(cls_method=True)
 def from_inputs(cls:A3Context,
                 input_ids:torch.Tensor, # `[B, T]` token ids with one image token per visual token
@@ -58,7 +58,7 @@ def from_inputs(cls:A3Context,
         prompt_mask = ~vis if attention_mask is None else ~vis & attention_mask.bool()
     return cls(vis, prompt_mask, **kwargs)
 
-# %% ../nbs/02_a3moe.ipynb #b16e9720
+# %% ../nbs/02_a3moe.ipynb #2120cd4e
 class Router(nn.Module):
     "The gate of Eq. 4 / Eq. 6: logits over `n_experts` from a hidden state (MLP or linear)."
     def __init__(self, d:int, # input width
@@ -74,7 +74,7 @@ class Router(nn.Module):
 
     def forward(self, h): return self.net(h.to(next(self.parameters()).dtype))
 
-# %% ../nbs/02_a3moe.ipynb #e5466f88
+# %% ../nbs/02_a3moe.ipynb #764f433c
 class MoELoRALinear(nn.Module):
     "A frozen linear layer plus `n_experts` gated rank-`rank` LoRA experts (and an optional shared LoRA), fused."
     def __init__(self, base:nn.Linear, # the frozen projection to wrap
@@ -100,7 +100,7 @@ class MoELoRALinear(nn.Module):
 
     def extra_repr(self): return f"experts={self.n_experts}, rank={self.rank}, shared_rank={self.shared_rank}, impl={self.impl!r}"
 
-# %% ../nbs/02_a3moe.ipynb #b54f62dc
+# %% ../nbs/02_a3moe.ipynb #2d71174a
 @patch
 def experts(self:MoELoRALinear, x:torch.Tensor, # `[B, T, d_in]` input of the projection
             gate:torch.Tensor, # `[B, 1 or T, E]` expert weights (zeros switch an expert off)
@@ -117,7 +117,7 @@ def experts(self:MoELoRALinear, x:torch.Tensor, # `[B, T, d_in]` input of the pr
     if self.shared_rank: y = y + (x @ self.lora_A[-self.shared_rank:].T) @ self.lora_B[:, -self.shared_rank:].T * self.scale[-1]
     return y
 
-# %% ../nbs/02_a3moe.ipynb #3c1c3969
+# %% ../nbs/02_a3moe.ipynb #28c955e2
 _A3CTX = contextvars.ContextVar('a3ctx', default=None)
 
 def current_context(who:str='A³MoE')->A3Context:
@@ -147,7 +147,7 @@ class QMoE(MoELoRALinear):
             raise RuntimeError(f"QMoE (layer {self.layer_idx}) got a {x.shape[1]}-token chunk but the context spans {ctx.T} tokens and holds no routing from a prefill")
         return self.base(x) + self.experts(x, alpha[:, None]).to(x.dtype)
 
-# %% ../nbs/02_a3moe.ipynb #12ef4dd3
+# %% ../nbs/02_a3moe.ipynb #b192d6c2
 def balance_term(beta:torch.Tensor, # `[B, T, E]` routing probabilities
                  hard:torch.Tensor, # `[B, T, E]` top-B multi-hot selection
                  visual:torch.Tensor, # `[B, T]` bool, tokens that count
@@ -165,7 +165,7 @@ def balance_term(beta:torch.Tensor, # `[B, T, E]` routing probabilities
     f = (hard * vm).reshape(B, -1, fold).sum(1) / (n * E / fold)
     return (f * P).sum(-1).mean()
 
-# %% ../nbs/02_a3moe.ipynb #21a4cde0
+# %% ../nbs/02_a3moe.ipynb #103ebcec
 class KMoE(MoELoRALinear):
     "Visual-token-level sparse MoE on the key projection (Eq. 6–7)."
     def __init__(self, base:nn.Linear, n_experts:int, top_b:int=2, # experts kept per visual token (B)
@@ -200,7 +200,7 @@ class KMoE(MoELoRALinear):
         if ctx.balance: ctx.balance_terms[self.layer_idx] = balance_term(beta, hard, vis, self.fold)
         return self.base(x) + self.experts(x, g).to(x.dtype)
 
-# %% ../nbs/02_a3moe.ipynb #1faca534
+# %% ../nbs/02_a3moe.ipynb #1cc18f12
 @dataclass
 class A3MoEConfig:
     "Settings of A³MoE and of the PEFT LoRA on the other linear modules of the language model."
@@ -236,7 +236,7 @@ class A3MoEConfig:
     @property
     def lora_regex(self)->str: return r'.*language_model.*\.(' + '|'.join(map(re.escape, self.lora_targets)) + ')'
 
-# %% ../nbs/02_a3moe.ipynb #cf99a7de
+# %% ../nbs/02_a3moe.ipynb #cf312e2b
 def lm_attentions(model)->list:
     "The language model's attention modules (those with `q_proj` and `k_proj`), in layer order."
     return [m for n, m in model.named_modules() if 'language_model' in n and hasattr(m, 'q_proj') and hasattr(m, 'k_proj')]
@@ -277,7 +277,7 @@ def a3moe_modules(model)->dict:
     "`{'layer{i}.q_proj' | 'layer{i}.k_proj': module}` for every `QMoE`/`KMoE` of `model`."
     return {f"layer{m.layer_idx}.{'q' if isinstance(m, QMoE) else 'k'}_proj": m for m in model.modules() if isinstance(m, MoELoRALinear)}
 
-# %% ../nbs/02_a3moe.ipynb #9d105708
+# %% ../nbs/02_a3moe.ipynb #e0f6cc9b
 def a3moe_state_dict(model)->dict:
     "The trainable A³MoE tensors (experts and routers) of `model`, keyed `layer{i}.{q,k}_proj.{name}`."
     return {f'{k}.{n}': p.detach() for k, m in a3moe_modules(model).items() for n, p in m.named_parameters() if not n.startswith('base.')}

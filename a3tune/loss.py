@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['align_loss', 'align_loss_rows', 'AlignOut', 'mask_share', 'attention_align', 'Objective', 'objective']
 
-# %% ../nbs/04_loss.ipynb #44a04c9a
+# %% ../nbs/04_loss.ipynb #b673e26d
 from typing import NamedTuple
 import torch
 from .head_selection import visual_attention_ratio, select_heads, visual_map
 
-# %% ../nbs/04_loss.ipynb #b2cee877
+# %% ../nbs/04_loss.ipynb #bccae13c
 def _check_seg(vmap, seg, seg_valid):
     B,N = vmap.shape[0], vmap.shape[-1]
     if seg.ndim != 3 or seg.shape[0] != B or seg.shape[2] != N:
@@ -33,7 +33,7 @@ def align_loss(vmap:torch.Tensor, # `[B, N]` refined visual attention map (Eq. 9
     elif reduce != 'sum': raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
     return loss
 
-# %% ../nbs/04_loss.ipynb #957fe5de
+# %% ../nbs/04_loss.ipynb #a4a80dfc
 def align_loss_rows(vmap_rows:torch.Tensor, # `[B, Q, N]` per-row visual map (`visual_map(..., rows=True)`)
                     seg:torch.Tensor, # `[B, K, N]` soft segment masks
                     seg_valid:torch.Tensor, # `[B, K]` bool
@@ -47,7 +47,7 @@ def align_loss_rows(vmap_rows:torch.Tensor, # `[B, Q, N]` per-row visual map (`v
     per_seg = ((1 - share).square() * rm[..., None]).sum(1) / rm.sum(1, keepdim=True).clamp_min(1)   # [B, K]
     return (per_seg * seg_valid.to(vmap_rows.dtype)).sum(-1)
 
-# %% ../nbs/04_loss.ipynb #dc5b42d5
+# %% ../nbs/04_loss.ipynb #c0e42803
 class AlignOut(NamedTuple):
     loss:torch.Tensor       # [B] per-sample alignment loss (0 without segments)
     head_mask:torch.Tensor  # [B, L, H] selected heads
@@ -64,7 +64,7 @@ def mask_share(vmap:torch.Tensor, # `[B, N]` visual map
     share = (union * vmap).sum(-1) / vmap.sum(-1).clamp_min(1e-12)
     return share.masked_fill(~seg_valid.any(-1), float('nan'))
 
-# %% ../nbs/04_loss.ipynb #32cfbae8
+# %% ../nbs/04_loss.ipynb #6b032def
 def attention_align(probs:torch.Tensor, # `[B, L, H, Q, T]` attention rows (`attention_rows(...).probs`)
                     visual_mask:torch.Tensor, # `[B, T]` bool visual key positions
                     row_mask:torch.Tensor, # `[B, Q]` bool real query rows
@@ -87,7 +87,7 @@ def attention_align(probs:torch.Tensor, # `[B, L, H, Q, T]` attention rows (`att
     else: raise ValueError(f"form must be 'paper' or 'rows', got {form!r}")
     return AlignOut(loss, head_mask, vmap, mask_share(vmap.detach(), seg, seg_valid), seg_valid.any(-1))
 
-# %% ../nbs/04_loss.ipynb #1625b724
+# %% ../nbs/04_loss.ipynb #ca66561d
 class Objective(NamedTuple):
     loss:torch.Tensor      # L_LLM + λ·L_align (Eq. 12)
     lm:torch.Tensor        # L_LLM
