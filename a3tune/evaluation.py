@@ -12,7 +12,7 @@ __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_
            'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention', 'compare_attention',
            'load_items', 'load_eval_model', 'eval_cli']
 
-# %% ../nbs/06a_evaluation.ipynb #2c5ee0df
+# %% ../nbs/06a_evaluation.ipynb #2c5d6a67
 import json, re, math
 from collections import Counter
 from contextlib import nullcontext
@@ -27,7 +27,7 @@ from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .data import conversation, question_answer, load_data, image_path, A3Collator
 from .training import load_a3tune
 
-# %% ../nbs/06a_evaluation.ipynb #58dcaf12
+# %% ../nbs/06a_evaluation.ipynb #819bfed3
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBERS = dict(none='0', zero='0', one='1', two='2', three='3', four='4', five='5', six='6', seven='7', eight='8',
                 nine='9', ten='10')
@@ -51,7 +51,7 @@ def normalize_legacy(text:str, # an answer or a prediction
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return ' '.join(words).replace(',', '')
 
-# %% ../nbs/06a_evaluation.ipynb #e41da371
+# %% ../nbs/06a_evaluation.ipynb #afbfab36
 def legacy_closed_hit(pred:str, # the model's answer
                       ref:str,  # the reference answer
                      )->float:
@@ -69,7 +69,7 @@ def legacy_open_recall(pred:str, # the model's answer
     fn = sum(cr[w] for w in cr if w not in cp)
     return tp / (tp + fn) if tp else 0.
 
-# %% ../nbs/06a_evaluation.ipynb #e70ad3b2
+# %% ../nbs/06a_evaluation.ipynb #77a4f5c1
 def normalize_strict(text:str, # an answer or a prediction
                     )->str:
     "Lowercase, keep letters, digits, apostrophes and decimal points, drop articles, map number words to digits."
@@ -91,7 +91,7 @@ def strict_open_recall(pred:str, # the model's answer
     if not cr: return 0.
     return sum(min(cp[w], c) for w, c in cr.items()) / sum(cr.values())
 
-# %% ../nbs/06a_evaluation.ipynb #93b65bfa
+# %% ../nbs/06a_evaluation.ipynb #533fbf2e
 SCORERS = {'legacy': (legacy_closed_hit, legacy_open_recall), 'strict': (strict_closed_hit, strict_open_recall)}
 
 def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
@@ -106,7 +106,7 @@ def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
     closed, open_ = SCORERS[mode]
     return (closed if kind == 'CLOSED' else open_)(item['prediction'], item['reference'])
 
-# %% ../nbs/06a_evaluation.ipynb #3faf49c1
+# %% ../nbs/06a_evaluation.ipynb #473b313b
 def bootstrap_ci(scores, # per-item scores
                  n_boot:int=1000, # bootstrap resamples
                  alpha:float=0.05, # 1 - confidence level
@@ -119,7 +119,7 @@ def bootstrap_ci(scores, # per-item scores
     lo, hi = np.quantile(s[idx].mean(1), [alpha/2, 1-alpha/2])
     return float(s.mean()), float(lo), float(hi)
 
-# %% ../nbs/06a_evaluation.ipynb #01e2801a
+# %% ../nbs/06a_evaluation.ipynb #b786abfa
 @dataclass
 class VQATable:
     "Open recall and closed accuracy with bootstrap intervals, overall and per group."
@@ -153,7 +153,7 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
             rows.append(r)
     return VQATable(rows, mode)
 
-# %% ../nbs/06a_evaluation.ipynb #08e36c7d
+# %% ../nbs/06a_evaluation.ipynb #9a38491b
 def read_detection(path, # a SLAKE `detection.json`
                   )->list:
     "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
@@ -176,7 +176,7 @@ def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
     m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
     return m
 
-# %% ../nbs/06a_evaluation.ipynb #1ea89aab
+# %% ../nbs/06a_evaluation.ipynb #f4a6a15c
 @lru_cache(maxsize=64)
 def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
                   modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
@@ -195,7 +195,7 @@ def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
         out.append((label, box, m))
     return tuple(out)
 
-# %% ../nbs/06a_evaluation.ipynb #115629b1
+# %% ../nbs/06a_evaluation.ipynb #833b1cbe
 def named_labels(text:str, # question and answer text
                  labels:list, # the image's box labels
                 )->list:
@@ -204,7 +204,7 @@ def named_labels(text:str, # question and answer text
     uniq = list(dict.fromkeys(labels))
     return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
 
-# %% ../nbs/06a_evaluation.ipynb #a1ad93a4
+# %% ../nbs/06a_evaluation.ipynb #99390543
 @dataclass
 class SlakeGT:
     "Ground-truth region of one SLAKE question."
@@ -229,7 +229,7 @@ def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modal
     return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
                    'question' if named else 'image')
 
-# %% ../nbs/06a_evaluation.ipynb #c5666431
+# %% ../nbs/06a_evaluation.ipynb #75ac545e
 def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
                split:str='validate', # 'train', 'validate' or 'test'
                lang:str='en', # question language
@@ -239,7 +239,7 @@ def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.j
     if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
     return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
 
-# %% ../nbs/06a_evaluation.ipynb #386c26fb
+# %% ../nbs/06a_evaluation.ipynb #bc39a7d9
 def minmax(attn, # a non-negative attention map, any shape
           )->torch.Tensor:
     "Min-max normalise a map to [0, 1]; a flat map becomes all ones."
@@ -275,7 +275,7 @@ def mass_in_gt(attn, # attention map on the token grid (raw, non-negative)
     a, b = _pair(attn, gt)
     return float((b * a).sum() / a.sum()) if a.sum() > 0 and b.sum() > 0 else math.nan
 
-# %% ../nbs/06a_evaluation.ipynb #dcb8b6a6
+# %% ../nbs/06a_evaluation.ipynb #b8408e04
 def attention_metrics(attn, # attention map on the token grid (raw, non-negative)
                       gt, # ground truth on the same grid, values in [0, 1]
                       tau:float=0.15, # Coverage threshold
@@ -303,7 +303,7 @@ def attention_table(records:list, # dicts with coverage, intensity, mass_in_gt a
             rows.append(row)
     return rows
 
-# %% ../nbs/06a_evaluation.ipynb #8aa2b887
+# %% ../nbs/06a_evaluation.ipynb #3e15e778
 STRATEGIES = dict(greedy=dict(do_sample=False, num_beams=1), beam=dict(do_sample=False, num_beams=5),
                   nucleus=dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0),
                   dola=dict(layers='high', alpha=0.1, repetition_penalty=1.2))
@@ -330,7 +330,7 @@ def vqa_inputs(processor, # the model's processor
     return processor(images=[_image(i) for i in images], text=texts, return_tensors='pt', padding=True,
                      add_special_tokens=False, padding_side=padding_side)
 
-# %% ../nbs/06a_evaluation.ipynb #98d7e658
+# %% ../nbs/06a_evaluation.ipynb #eb05d192
 def a3_generation_context(model, # a model, with or without A³MoE
                           inputs:dict, # the prompt batch (`input_ids`, `attention_mask`)
                           prompt_len=None, # `[B]` or int: prompt tokens (with left padding: the sequence end); None: all
@@ -345,7 +345,7 @@ def a3_generation_context(model, # a model, with or without A³MoE
         if am is not None: pm &= am.bool()
     return a3_context(A3Context.from_inputs(ids, get_adapter(model).image_token_id, am, prompt_mask=pm))
 
-# %% ../nbs/06a_evaluation.ipynb #9ff4ca4d
+# %% ../nbs/06a_evaluation.ipynb #9c836f30
 def _check_strategy(strategy):
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
     return dict(STRATEGIES[strategy])
@@ -371,7 +371,7 @@ def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an 
     preds = [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
     return (preds, out, inputs) if return_ids else preds
 
-# %% ../nbs/06a_evaluation.ipynb #cbaf4aee
+# %% ../nbs/06a_evaluation.ipynb #01477e41
 def slake_items(root, # the SLAKE folder
                 split:str='validate', # split file name
                )->list:
@@ -412,7 +412,7 @@ def read_jsonl(path, # a JSONL file
     "The records of a JSONL file."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
-# %% ../nbs/06a_evaluation.ipynb #65325ad8
+# %% ../nbs/06a_evaluation.ipynb #0f448c20
 def dola_layers(num_layers:int, # decoder layers N of the model
                 layers='high', # 'high', 'low', or a list of hidden-state indices (0 = embeddings, < N)
                )->list:
@@ -438,7 +438,7 @@ def dola_scores(final_logits:torch.Tensor, # `[B, V]` the final layer's next-tok
     head = lf[0] >= lf[0].max(-1, keepdim=True).values + math.log(alpha)        # V_head: q_N(x) >= α max q_N
     return (lf[0] - lq).masked_fill(~head, -math.inf), M
 
-# %% ../nbs/06a_evaluation.ipynb #e87650ef
+# %% ../nbs/06a_evaluation.ipynb #70e25fdf
 def _repetition_penalty(scores, ids, penalty):
     "transformers' repetition penalty: divide positive, multiply negative scores of tokens already in `ids`."
     if penalty == 1: return scores
@@ -477,7 +477,7 @@ def dola_generate(model, # a LLaVA model (A³MoE context already entered, see `a
         cur = nxt[:, None]
     return ids
 
-# %% ../nbs/06a_evaluation.ipynb #d4991a7f
+# %% ../nbs/06a_evaluation.ipynb #e76e9a24
 def gt_grid(gt, # a `SlakeGT`, or a bool mask [H, W] on the original image
             processor, # the model's processor
            )->torch.Tensor:
@@ -519,7 +519,7 @@ def eq2_map(model, processor, image, question:str, answer:str='', rows:str='text
     "Eq. 2 map on the token grid [rows, cols]: text→image attention averaged over layers, heads and query rows."
     return attention_maps(model, processor, image, question, answer, rows)['eq2']
 
-# %% ../nbs/06a_evaluation.ipynb #03924408
+# %% ../nbs/06a_evaluation.ipynb #bd8b684f
 def attention_records(model, # a LLaVA model
                       processor, # its processor
                       items:list, # SLAKE items (`slake_items`), optionally with a `prediction`
@@ -540,7 +540,7 @@ def attention_records(model, # a LLaVA model
                          **{f'heads_{k}': v for k, v in attention_metrics(m['heads'], g, tau).items()}))
     return recs
 
-# %% ../nbs/06a_evaluation.ipynb #ec893542
+# %% ../nbs/06a_evaluation.ipynb #83563103
 def model_view(processor, # a LLaVA processor
                image, # PIL image or path
               )->np.ndarray:
@@ -581,7 +581,7 @@ def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06a_evaluation.ipynb #c8b52616
+# %% ../nbs/06a_evaluation.ipynb #8b8b23df
 def compare_attention(models:dict, # title -> model (e.g. {'before': base, 'after': tuned})
                       processor, # their processor
                       image, # PIL image or path
@@ -598,10 +598,11 @@ def compare_attention(models:dict, # title -> model (e.g. {'before': base, 'afte
         maps[f'{name}: Eq. 2'], maps[f'{name}: top-{int(a["head_mask"].sum())} heads'] = a['eq2'], a['heads']
     return show_attention(model_view(processor, image), maps, None if gt is None else view_mask(gt, processor), **kwargs)
 
-# %% ../nbs/06a_evaluation.ipynb #e7bdbe36
-def _llava_items(path, split):
+# %% ../nbs/06a_evaluation.ipynb #a81fd38b
+def _llava_items(path, split, images=None):
     "Generation items from a LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON (via `a3tune.data.load_data`)."
     recs, root = load_data(path, split)
+    root = Path(images) if images else root
     out = []
     for r in recs:
         q, a = question_answer(r)
@@ -611,12 +612,13 @@ def _llava_items(path, split):
 
 def load_items(data, # a SLAKE folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
                split:str='validate', # SLAKE split (folders), VQA-RAD split (its JSON)
+               images=None, # image root of a JSON data file (default: its own, as `a3tune train`)
               )->list:
     "Generation items from a SLAKE folder, a JSONL of items (relative image paths resolved against its folder) or a JSON data file."
     data = Path(data)
     if data.is_dir(): return slake_items(data, split)
     if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a JSONL of items nor a JSON data file")
-    if data.suffix == '.json': return _llava_items(data, 'test' if split == 'validate' else split)
+    if data.suffix == '.json': return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
     items = read_jsonl(data)
     for i, it in enumerate(items):
         miss = [k for k in ('image', 'question', 'answer_type') if k not in it] + ([] if 'reference' in it or 'answer' in it else ['reference'])
@@ -635,7 +637,7 @@ def load_eval_model(model_dir, # the base model: a folder written by `save_pretr
     if adapter: model = load_a3tune(model, adapter)
     return model.to(device).eval(), processor
 
-# %% ../nbs/06a_evaluation.ipynb #8150acc0
+# %% ../nbs/06a_evaluation.ipynb #20218032
 def _eval_figures(model, processor, items, root, folder, R):
     import matplotlib.pyplot as plt
     folder.mkdir(parents=True, exist_ok=True)
@@ -658,6 +660,7 @@ def _eval_parser():
     p.add_argument('--adapter', help='A³Tune adapter folder written by `a3tune train --out`')
     p.add_argument('--data', required=True, help='SLAKE folder, a JSONL of items (image, question, reference, answer_type), '
                                                  'or a LLaVA conversation / SLAKE split / VQA-RAD JSON')
+    p.add_argument('--images', help="image root of a JSON data file (default: the data set's image folder)")
     p.add_argument('--split', default='validate', help='SLAKE split file (folders; default: validate) or VQA-RAD split (default: test)')
     p.add_argument('--strategy', default='greedy', choices=list(STRATEGIES))
     p.add_argument('--dola-layers', default='high', help="DoLa candidate layers: 'high', 'low' or comma-separated indices")
@@ -670,14 +673,14 @@ def _eval_parser():
     p.add_argument('--figures', type=int, default=0, help='SLAKE folder only: draw the Eq. 2 and top-R maps of the first N items')
     return p
 
-# %% ../nbs/06a_evaluation.ipynb #bd00d098
+# %% ../nbs/06a_evaluation.ipynb #fcc9188a
 def eval_cli(argv:list=None, # arguments after `a3tune eval`
             )->int:
     "Generate answers on a data set and write answers.jsonl, metrics.json and figures (the `a3tune eval` command)."
     p = _eval_parser(); a = p.parse_args(argv)
     if (a.attention or a.figures) and not Path(a.data).is_dir(): p.error('--attention/--figures need a SLAKE folder as --data (ground truth)')
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    items = load_items(a.data, a.split)[:a.limit]
+    items = load_items(a.data, a.split, a.images)[:a.limit]
     model, processor = load_eval_model(a.model, a.adapter, a.device)
     R = a.R or getattr(getattr(model, 'a3tune_config', None), 'R', 128)
     kw = {}

@@ -40,7 +40,7 @@ def test_eval_cli_with_adapter(trained, tmp_path, strategy):
 
 def test_eval_cli_llava_json_beam(trained, tmp_path):
     rc = main(['eval', '--model', str(trained/'base'), '--adapter', str(trained/'adapter'), '--data', str(trained/'data.json'),
-               '--out', str(tmp_path/'o'), '--max-new-tokens', '3', '--strategy', 'beam', '--no-progress'])
+               '--images', str(_slake()/'imgs'), '--out', str(tmp_path/'o'), '--max-new-tokens', '3', '--strategy', 'beam', '--no-progress'])
     assert rc == 0
     recs = read_jsonl(tmp_path/'o/answers.jsonl')
     assert len(recs) == 4 and {r['answer_type'] for r in recs} <= {'OPEN', 'CLOSED'}
