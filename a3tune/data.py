@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['SLAKE_META', 'RAD_META', 'llava_record', 'check_record', 'question_answer', 'read_llava_json', 'write_llava_json',
            'slake_to_llava', 'vqarad_to_llava', 'load_data', 'image_path', 'read_image', 'LabelIndex', 'join_labels',
-           'slake_gt_labels', 'A3Dataset', 'label_grid', 'check_label_grid', 'conversation', 'A3Collator']
+           'slake_gt_labels', 'A3Dataset', 'label_grid', 'check_label_grid', 'conversation', 'prompt_text',
+           'A3Collator']
 
 # %% ../nbs/05a_data.ipynb #22f1dfd6
 import json, hashlib, re
@@ -288,6 +289,13 @@ def conversation(question:str, answer:str|None=None)->list:
     if answer is not None: msgs.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})
     return msgs
 
+def prompt_text(processor, # a LLaVA processor with a chat template
+                question:str, # the question
+                answer:str|None=None, # the answer turn; None: end with the generation prompt
+               )->str:
+    "The chat-template text of one sample, exactly as training sees it (and generation, without the answer)."
+    return processor.apply_chat_template(conversation(question, answer), add_generation_prompt=answer is None)
+
 class A3Collator:
     "Batches `A3Dataset` items with the model's processor: model inputs, answer labels, A³Tune spans and label masks."
     def __init__(self, processor, # the model's processor (with a chat template)
@@ -333,14 +341,13 @@ def _masks(self:A3Collator, items:list, N:int):
 @patch
 def __call__(self:A3Collator, items:list)->dict:
     "Collate `A3Dataset` items into a training batch."
-    tpl = self.processor.apply_chat_template
-    full = [tpl(conversation(it['question'], it['answer'])) for it in items]
+    full = [prompt_text(self.processor, it['question'], it['answer']) for it in items]
     b = dict(self.processor(images=[it['image'] for it in items], text=full, return_tensors='pt', padding=True,
                             add_special_tokens=False, padding_side='right'))
     ids, am = b['input_ids'], b['attention_mask'].bool()
     vis, pos = ids == self.image_token_id, torch.arange(ids.shape[1])[None]
     start = am.int().argmax(1)
-    plen = torch.tensor([self._prompt_len(tpl(conversation(it['question']), add_generation_prompt=True), ids[i], int(start[i]), it['id'])
+    plen = torch.tensor([self._prompt_len(prompt_text(self.processor, it['question']), ids[i], int(start[i]), it['id'])
                          for i, it in enumerate(items)]) + start
     if self.max_length and ids.shape[1] > self.max_length:
         if (plen >= self.max_length).any(): raise ValueError(f"samples {[it['id'] for it, p in zip(items, plen) if p >= self.max_length]}: prompt longer than max_length={self.max_length}")

@@ -24,7 +24,7 @@ from PIL import Image
 from .preliminaries import get_adapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
 from .a3moe import A3Context, a3_context, a3moe_modules
 from .head_selection import visual_attention_ratio, select_heads, visual_map
-from .data import conversation, question_answer, load_data, image_path, A3Collator
+from .data import conversation, prompt_text, question_answer, load_data, image_path, A3Collator
 from .training import load_a3tune
 
 # %% ../nbs/06a_evaluation.ipynb #819bfed3
@@ -313,8 +313,8 @@ def vqa_prompt(processor, # a LLaVA processor with a chat template
                question:str, # the question text
                answer:str|None=None, # the answer turn; None: end with the generation prompt
               )->str:
-    "The text `A3Collator` trains on: the chat template of `a3tune.data.conversation(question, answer)`."
-    return processor.apply_chat_template(conversation(question, answer), add_generation_prompt=answer is None)
+    "The text `A3Collator` trains on: `a3tune.data.prompt_text`."
+    return prompt_text(processor, question, answer)
 
 def _image(x):
     if isinstance(x, Image.Image): return x.convert('RGB')
