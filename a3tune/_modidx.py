@@ -386,5 +386,6 @@ d = { 'settings': { 'branch': 'main',
                                     'a3tune.weak_labels.rle_encode': ('weak_labels.html#rle_encode', 'a3tune/weak_labels.py'),
                                     'a3tune.weak_labels.segment_prompt': ('weak_labels.html#segment_prompt', 'a3tune/weak_labels.py'),
                                     'a3tune.weak_labels.settings_hash': ('weak_labels.html#settings_hash', 'a3tune/weak_labels.py'),
+                                    'a3tune.weak_labels.show_segments': ('weak_labels.html#show_segments', 'a3tune/weak_labels.py'),
                                     'a3tune.weak_labels.top_k': ('weak_labels.html#top_k', 'a3tune/weak_labels.py'),
                                     'a3tune.weak_labels.train_projection': ('weak_labels.html#train_projection', 'a3tune/weak_labels.py')}}}
