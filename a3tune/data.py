@@ -5,19 +5,21 @@
 # %% auto #0
 __all__ = ['SLAKE_META', 'RAD_META', 'llava_record', 'check_record', 'question_answer', 'read_llava_json', 'write_llava_json',
            'slake_to_llava', 'vqarad_to_llava', 'load_data', 'image_path', 'read_image', 'LabelIndex', 'join_labels',
-           'slake_gt_labels', 'A3Dataset', 'label_grid', 'check_label_grid', 'conversation', 'A3Collator']
+           'slake_gt_labels', 'A3Dataset', 'label_grid', 'check_label_grid', 'conversation', 'prompt_text',
+           'A3Collator']
 
-# %% ../nbs/05a_data.ipynb #1e436fe3
+# %% ../nbs/05a_data.ipynb #22f1dfd6
 import json, hashlib, re
 from pathlib import Path
 from dataclasses import dataclass, field
+from fastcore.basics import patch
 import numpy as np, torch
 from PIL import Image
 from .preliminaries import region_to_grid
 from .weak_labels import (load_image, ImageError, read_labels, patch_masks, rle_encode, LabelFileError,
                                 LABELS_FORMAT, LABELS_VERSION, settings_hash)
 
-# %% ../nbs/05a_data.ipynb #64162920
+# %% ../nbs/05a_data.ipynb #64965f33
 def llava_record(id, # sample id (stored as a string)
                  image:str, # image path relative to the image root
                  question:str, # the human turn, without `<image>`
@@ -50,7 +52,7 @@ def question_answer(r:dict)->tuple:
     cv = r['conversations']
     return cv[0]['value'].replace('<image>', '').strip(), cv[1]['value'].strip()
 
-# %% ../nbs/05a_data.ipynb #173998d7
+# %% ../nbs/05a_data.ipynb #c6790f0a
 def read_llava_json(path, # a LLaVA conversation JSON file
                    )->list:
     "Read and check a LLaVA conversation JSON (list of records with unique ids)."
@@ -76,7 +78,7 @@ def write_llava_json(recs:list, # records
     Path(path).write_text(json.dumps(recs, ensure_ascii=False, indent=1))
     return Path(path)
 
-# %% ../nbs/05a_data.ipynb #f6e9aacb
+# %% ../nbs/05a_data.ipynb #cdaba447
 SLAKE_META = ('answer_type', 'content_type', 'modality', 'location', 'base_type', 'q_lang', 'img_id')
 
 def slake_to_llava(path, # a SLAKE split file (train.json / validate.json / test.json)
@@ -93,7 +95,7 @@ def slake_to_llava(path, # a SLAKE split file (train.json / validate.json / test
     _unique_ids(out, path)
     return out
 
-# %% ../nbs/05a_data.ipynb #22f1aafb
+# %% ../nbs/05a_data.ipynb #1a419caf
 RAD_META = ('answer_type', 'question_type', 'image_organ', 'phrase_type')
 
 def vqarad_to_llava(path, # `VQA_RAD Dataset Public.json`
@@ -112,7 +114,7 @@ def vqarad_to_llava(path, # `VQA_RAD Dataset Public.json`
     _unique_ids(out, path)
     return out
 
-# %% ../nbs/05a_data.ipynb #1a1fb8ad
+# %% ../nbs/05a_data.ipynb #e5b07346
 def load_data(path, # LLaVA conversation JSON, SLAKE split file, or the VQA-RAD JSON
               split:str='train', # VQA-RAD only: which split
              )->tuple:
@@ -126,7 +128,7 @@ def load_data(path, # LLaVA conversation JSON, SLAKE split file, or the VQA-RAD 
     if 'phrase_type' in first: return vqarad_to_llava(path, split), path.parent/'VQA_RAD Image Folder'
     raise ValueError(f"{path}: not a LLaVA conversation JSON, SLAKE split or VQA-RAD JSON (first record's keys: {sorted(first)})")
 
-# %% ../nbs/05a_data.ipynb #74a58542
+# %% ../nbs/05a_data.ipynb #08a7f816
 def image_path(root, # the image root
                rel:str, # the record's `image`
                sample_id='?', # for messages
@@ -145,7 +147,7 @@ def read_image(root, rec:dict)->np.ndarray:
     except ImageError as e: raise ImageError(f"sample {rec['id']}: {e}") from None
     return img if img.flags.writeable else img.copy()
 
-# %% ../nbs/05a_data.ipynb #3ee504c1
+# %% ../nbs/05a_data.ipynb #e9266a9b
 @dataclass
 class LabelIndex:
     "Weak-label records joined to a data set by sample id."
@@ -165,7 +167,7 @@ def _sha256(p, n=1 << 20):
         while b := f.read(n): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/05a_data.ipynb #ce2e4aa3
+# %% ../nbs/05a_data.ipynb #da3bdbbd
 def join_labels(recs:list, # conversation records
                 label_path, # label file (JSONL) from `a3tune labels`
                 image_root=None, # image root, for the sha256 check
@@ -194,7 +196,7 @@ def join_labels(recs:list, # conversation records
     unl = [r['id'] for r in recs if not (out.get(r['id']) or {}).get('segments') and not (out.get(r['id']) or {}).get('grid_masks')]
     return LabelIndex(str(label_path), head, out, unl, sum(i not in by_id for i in labels))
 
-# %% ../nbs/05a_data.ipynb #1a64fc36
+# %% ../nbs/05a_data.ipynb #28342a18
 def _named(label, text):
     words = {label.lower(), label.lower().split()[-1]}
     return any(re.search(rf"\b{re.escape(w)}\b", text.lower()) for w in words)
@@ -223,7 +225,7 @@ def slake_gt_labels(recs:list, # SLAKE records (`slake_to_llava`)
     Path(out).write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
     return Path(out)
 
-# %% ../nbs/05a_data.ipynb #0a83a5c3
+# %% ../nbs/05a_data.ipynb #29b141e9
 class A3Dataset(torch.utils.data.Dataset):
     "Conversation records + image root + optional weak labels; items are dicts for `A3Collator`."
     def __init__(self, recs:list, # conversation records
@@ -247,7 +249,7 @@ class A3Dataset(torch.utils.data.Dataset):
         unl = set(self.labels.unlabelled)
         return sum(self.labels[r['id']] is None or r['id'] in unl for r in self.recs)
 
-# %% ../nbs/05a_data.ipynb #7985b7de
+# %% ../nbs/05a_data.ipynb #9ff063a1
 def label_grid(rec:dict, # a label record
                processor, # the model's processor
                grid:tuple, # the model's (rows, cols)
@@ -280,12 +282,19 @@ def check_label_grid(ds:A3Dataset, # the training data
         n += 1
     return n
 
-# %% ../nbs/05a_data.ipynb #da0c28a1
+# %% ../nbs/05a_data.ipynb #b25696d1
 def conversation(question:str, answer:str|None=None)->list:
     "Chat messages of one sample: a user turn (image + question) and, if given, the assistant's answer."
     msgs = [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': question}]}]
     if answer is not None: msgs.append({'role': 'assistant', 'content': [{'type': 'text', 'text': answer}]})
     return msgs
+
+def prompt_text(processor, # a LLaVA processor with a chat template
+                question:str, # the question
+                answer:str|None=None, # the answer turn; None: end with the generation prompt
+               )->str:
+    "The chat-template text of one sample, exactly as training sees it (and generation, without the answer)."
+    return processor.apply_chat_template(conversation(question, answer), add_generation_prompt=answer is None)
 
 class A3Collator:
     "Batches `A3Dataset` items with the model's processor: model inputs, answer labels, A³Tune spans and label masks."
@@ -301,7 +310,8 @@ class A3Collator:
         self.image_token_id = getattr(processor, 'image_token_id', None) or self.tok.image_token_id
         self.grid = tuple(grid or region_to_grid((0, 0, 1, 1), (64, 64), processor).shape)
 
-# %% ../nbs/05a_data.ipynb #394b720c
+# %% ../nbs/05a_data.ipynb #7454c80b
+@patch
 def _prompt_len(self:A3Collator, prompt:str, ids:torch.Tensor, start:int, sid)->int:
     "Length of `prompt` inside `ids[start:]` once its image token is expanded; checks it is a prefix."
     p = self.tok(prompt, add_special_tokens=False)['input_ids']
@@ -311,9 +321,9 @@ def _prompt_len(self:A3Collator, prompt:str, ids:torch.Tensor, start:int, sid)->
         raise ValueError(f"sample {sid}: the chat template's generation prompt is not a prefix of the tokenised conversation, "
                          "so the answer tokens cannot be located; use a template whose assistant turn starts after the generation prompt")
     return len(exp)
-A3Collator._prompt_len = _prompt_len
 
-# %% ../nbs/05a_data.ipynb #11cd8a86
+# %% ../nbs/05a_data.ipynb #3d9d3994
+@patch
 def _masks(self:A3Collator, items:list, N:int):
     "`seg [B, K, N]`, `seg_valid [B, K]` from the items' label records."
     ms = []
@@ -326,19 +336,18 @@ def _masks(self:A3Collator, items:list, N:int):
     seg, valid = torch.zeros(len(ms), K, N), torch.zeros(len(ms), K, dtype=torch.bool)
     for i, m in enumerate(ms): seg[i, :len(m)], valid[i, :len(m)] = m, m.sum(1) > 0
     return seg, valid
-A3Collator._masks = _masks
 
-# %% ../nbs/05a_data.ipynb #8b007042
-def _call(self:A3Collator, items:list)->dict:
+# %% ../nbs/05a_data.ipynb #9df97ae7
+@patch
+def __call__(self:A3Collator, items:list)->dict:
     "Collate `A3Dataset` items into a training batch."
-    tpl = self.processor.apply_chat_template
-    full = [tpl(conversation(it['question'], it['answer'])) for it in items]
+    full = [prompt_text(self.processor, it['question'], it['answer']) for it in items]
     b = dict(self.processor(images=[it['image'] for it in items], text=full, return_tensors='pt', padding=True,
                             add_special_tokens=False, padding_side='right'))
     ids, am = b['input_ids'], b['attention_mask'].bool()
     vis, pos = ids == self.image_token_id, torch.arange(ids.shape[1])[None]
     start = am.int().argmax(1)
-    plen = torch.tensor([self._prompt_len(tpl(conversation(it['question']), add_generation_prompt=True), ids[i], int(start[i]), it['id'])
+    plen = torch.tensor([self._prompt_len(prompt_text(self.processor, it['question']), ids[i], int(start[i]), it['id'])
                          for i, it in enumerate(items)]) + start
     if self.max_length and ids.shape[1] > self.max_length:
         if (plen >= self.max_length).any(): raise ValueError(f"samples {[it['id'] for it, p in zip(items, plen) if p >= self.max_length]}: prompt longer than max_length={self.max_length}")
@@ -352,4 +361,3 @@ def _call(self:A3Collator, items:list)->dict:
     b['seg'], b['seg_valid'] = self._masks(items, int(vis.sum(1).max()))
     b['sample_ids'] = [it['id'] for it in items]
     return b
-A3Collator.__call__ = _call

@@ -7,21 +7,27 @@ __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_
            'legacy_open_recall', 'normalize_strict', 'strict_closed_hit', 'strict_open_recall', 'score_item',
            'bootstrap_ci', 'VQATable', 'vqa_table', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
            'SlakeGT', 'slake_gt', 'load_slake', 'minmax', 'coverage', 'intensity', 'mass_in_gt', 'attention_metrics',
-           'attention_table', 'vqa_prompt', 'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl',
-           'gt_grid', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention', 'load_items',
-           'load_eval_model', 'eval_cli']
+           'attention_table', 'vqa_prompt', 'vqa_inputs', 'a3_generation_context', 'generate_batch', 'slake_items',
+           'generate_answers', 'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate', 'gt_grid', 'attention_maps',
+           'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention', 'compare_attention',
+           'load_items', 'load_eval_model', 'eval_cli']
 
-# %% ../nbs/06a_evaluation.ipynb #509484cc
+# %% ../nbs/06a_evaluation.ipynb #2c5d6a67
 import json, re, math
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from .preliminaries import LVLMAdapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
+from .preliminaries import get_adapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
+from .a3moe import A3Context, a3_context, a3moe_modules
+from .head_selection import visual_attention_ratio, select_heads, visual_map
+from .data import conversation, prompt_text, question_answer, load_data, image_path, A3Collator
+from .training import load_a3tune
 
-# %% ../nbs/06a_evaluation.ipynb #7bc90d7c
+# %% ../nbs/06a_evaluation.ipynb #819bfed3
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBERS = dict(none='0', zero='0', one='1', two='2', three='3', four='4', five='5', six='6', seven='7', eight='8',
                 nine='9', ten='10')
@@ -45,7 +51,7 @@ def normalize_legacy(text:str, # an answer or a prediction
     words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
     return ' '.join(words).replace(',', '')
 
-# %% ../nbs/06a_evaluation.ipynb #82cce951
+# %% ../nbs/06a_evaluation.ipynb #afbfab36
 def legacy_closed_hit(pred:str, # the model's answer
                       ref:str,  # the reference answer
                      )->float:
@@ -63,7 +69,7 @@ def legacy_open_recall(pred:str, # the model's answer
     fn = sum(cr[w] for w in cr if w not in cp)
     return tp / (tp + fn) if tp else 0.
 
-# %% ../nbs/06a_evaluation.ipynb #840e2d7c
+# %% ../nbs/06a_evaluation.ipynb #77a4f5c1
 def normalize_strict(text:str, # an answer or a prediction
                     )->str:
     "Lowercase, keep letters, digits, apostrophes and decimal points, drop articles, map number words to digits."
@@ -85,7 +91,7 @@ def strict_open_recall(pred:str, # the model's answer
     if not cr: return 0.
     return sum(min(cp[w], c) for w, c in cr.items()) / sum(cr.values())
 
-# %% ../nbs/06a_evaluation.ipynb #d7c8c473
+# %% ../nbs/06a_evaluation.ipynb #533fbf2e
 SCORERS = {'legacy': (legacy_closed_hit, legacy_open_recall), 'strict': (strict_closed_hit, strict_open_recall)}
 
 def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
@@ -100,7 +106,7 @@ def score_item(item:dict, # needs `answer_type`, `prediction`, `reference`
     closed, open_ = SCORERS[mode]
     return (closed if kind == 'CLOSED' else open_)(item['prediction'], item['reference'])
 
-# %% ../nbs/06a_evaluation.ipynb #ca05cc6e
+# %% ../nbs/06a_evaluation.ipynb #473b313b
 def bootstrap_ci(scores, # per-item scores
                  n_boot:int=1000, # bootstrap resamples
                  alpha:float=0.05, # 1 - confidence level
@@ -113,7 +119,7 @@ def bootstrap_ci(scores, # per-item scores
     lo, hi = np.quantile(s[idx].mean(1), [alpha/2, 1-alpha/2])
     return float(s.mean()), float(lo), float(hi)
 
-# %% ../nbs/06a_evaluation.ipynb #47fb3ab4
+# %% ../nbs/06a_evaluation.ipynb #b786abfa
 @dataclass
 class VQATable:
     "Open recall and closed accuracy with bootstrap intervals, overall and per group."
@@ -147,7 +153,7 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
             rows.append(r)
     return VQATable(rows, mode)
 
-# %% ../nbs/06a_evaluation.ipynb #1a523d1b
+# %% ../nbs/06a_evaluation.ipynb #9a38491b
 def read_detection(path, # a SLAKE `detection.json`
                   )->list:
     "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
@@ -170,7 +176,7 @@ def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
     m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
     return m
 
-# %% ../nbs/06a_evaluation.ipynb #a97d25e7
+# %% ../nbs/06a_evaluation.ipynb #f4a6a15c
 @lru_cache(maxsize=64)
 def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
                   modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
@@ -189,7 +195,7 @@ def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
         out.append((label, box, m))
     return tuple(out)
 
-# %% ../nbs/06a_evaluation.ipynb #4e1ca580
+# %% ../nbs/06a_evaluation.ipynb #833b1cbe
 def named_labels(text:str, # question and answer text
                  labels:list, # the image's box labels
                 )->list:
@@ -198,7 +204,7 @@ def named_labels(text:str, # question and answer text
     uniq = list(dict.fromkeys(labels))
     return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
 
-# %% ../nbs/06a_evaluation.ipynb #3ea78bda
+# %% ../nbs/06a_evaluation.ipynb #99390543
 @dataclass
 class SlakeGT:
     "Ground-truth region of one SLAKE question."
@@ -223,7 +229,7 @@ def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modal
     return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
                    'question' if named else 'image')
 
-# %% ../nbs/06a_evaluation.ipynb #6aa52710
+# %% ../nbs/06a_evaluation.ipynb #75ac545e
 def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
                split:str='validate', # 'train', 'validate' or 'test'
                lang:str='en', # question language
@@ -233,7 +239,7 @@ def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.j
     if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
     return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
 
-# %% ../nbs/06a_evaluation.ipynb #e951575b
+# %% ../nbs/06a_evaluation.ipynb #bc39a7d9
 def minmax(attn, # a non-negative attention map, any shape
           )->torch.Tensor:
     "Min-max normalise a map to [0, 1]; a flat map becomes all ones."
@@ -269,7 +275,7 @@ def mass_in_gt(attn, # attention map on the token grid (raw, non-negative)
     a, b = _pair(attn, gt)
     return float((b * a).sum() / a.sum()) if a.sum() > 0 and b.sum() > 0 else math.nan
 
-# %% ../nbs/06a_evaluation.ipynb #1ffad165
+# %% ../nbs/06a_evaluation.ipynb #b8408e04
 def attention_metrics(attn, # attention map on the token grid (raw, non-negative)
                       gt, # ground truth on the same grid, values in [0, 1]
                       tau:float=0.15, # Coverage threshold
@@ -284,49 +290,65 @@ def attention_table(records:list, # dicts with coverage, intensity, mass_in_gt a
                     n_boot:int=1000, # bootstrap resamples
                     seed:int=0, # bootstrap seed
                    )->list:
-    "Mean and bootstrap interval of each attention metric, overall and per group; NaN records (no GT) are skipped."
+    "Mean and bootstrap interval of each attention metric (and its `heads_` twin when present), overall and per group; NaNs skipped."
     rows = []
     for k in (None, *by):
         for g in sorted({str(r.get(k, '?')) for r in records} if k else {'all'}):
             sel = [r for r in records if k is None or str(r.get(k, '?')) == g]
             row = dict(by=k or 'overall', group=g)
-            for m in ATTN_METRICS:
+            for m in [p + m for p in ('', 'heads_') for m in ATTN_METRICS if any(p + m in r for r in records)]:
                 v = [r[m] for r in sel if not math.isnan(r[m])]
                 row[f'n_{m}'] = len(v)
                 row[m], row[f'{m}_lo'], row[f'{m}_hi'] = bootstrap_ci(v, n_boot, seed=seed)
             rows.append(row)
     return rows
 
-# %% ../nbs/06a_evaluation.ipynb #c55e65ce
+# %% ../nbs/06a_evaluation.ipynb #3e15e778
 STRATEGIES = dict(greedy=dict(do_sample=False, num_beams=1), beam=dict(do_sample=False, num_beams=5),
                   nucleus=dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0),
-                  dola=dict(do_sample=False, dola_layers='high', repetition_penalty=1.2,
-                            custom_generate='transformers-community/dola'))
+                  dola=dict(layers='high', alpha=0.1, repetition_penalty=1.2))
 RECORD_FIELDS = ('id', 'question', 'answer_type', 'prediction', 'reference', 'modality', 'content_type')
 
 def vqa_prompt(processor, # a LLaVA processor with a chat template
                question:str, # the question text
+               answer:str|None=None, # the answer turn; None: end with the generation prompt
               )->str:
-    "The chat-template prompt for one image followed by `question`."
-    msgs = [{'role': 'user', 'content': [{'type': 'image'}, {'type': 'text', 'text': question}]}]
-    return processor.apply_chat_template(msgs, add_generation_prompt=True)
+    "The text `A3Collator` trains on: `a3tune.data.prompt_text`."
+    return prompt_text(processor, question, answer)
 
 def _image(x):
     if isinstance(x, Image.Image): return x.convert('RGB')
     if not Path(x).exists(): raise FileNotFoundError(f"image {x} not found (item field 'image')")
     return Image.open(x).convert('RGB')
 
-# %% ../nbs/06a_evaluation.ipynb #15323a77
-def _generate_kwargs(strategy, trust_remote_code):
+def vqa_inputs(processor, # the model's processor
+               images:list, # PIL images or paths
+               texts:list, # full texts (`vqa_prompt`)
+               padding_side:str='left', # 'left' for generation
+              )->dict:
+    "Tokenise like `A3Collator` (no extra special tokens: the template has them), padded on `padding_side`."
+    return processor(images=[_image(i) for i in images], text=texts, return_tensors='pt', padding=True,
+                     add_special_tokens=False, padding_side=padding_side)
+
+# %% ../nbs/06a_evaluation.ipynb #eb05d192
+def a3_generation_context(model, # a model, with or without A³MoE
+                          inputs:dict, # the prompt batch (`input_ids`, `attention_mask`)
+                          prompt_len=None, # `[B]` or int: prompt tokens (with left padding: the sequence end); None: all
+                         ):
+    "The `A3Context` to run `model` under (Q-MoE routing pooled over the prompt), or a no-op context without A³MoE."
+    if not a3moe_modules(model): return nullcontext()
+    ids, am = inputs['input_ids'], inputs.get('attention_mask')
+    pm = None
+    if prompt_len is not None:
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]
+        pm = (ids != get_adapter(model).image_token_id) & (pos < torch.as_tensor(prompt_len, device=ids.device).reshape(-1, 1))
+        if am is not None: pm &= am.bool()
+    return a3_context(A3Context.from_inputs(ids, get_adapter(model).image_token_id, am, prompt_mask=pm))
+
+# %% ../nbs/06a_evaluation.ipynb #9c836f30
+def _check_strategy(strategy):
     if strategy not in STRATEGIES: raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
-    kw = dict(STRATEGIES[strategy])
-    if strategy == 'dola':
-        if not trust_remote_code: raise ValueError(
-            "DoLa is not in transformers 5.23's generate any more: it runs the code of the Hub repo "
-            "transformers-community/dola. Pass trust_remote_code=True (CLI: --trust-remote-code) to allow that, "
-            "with the repo downloaded or in the Hugging Face cache.")
-        kw['trust_remote_code'] = True
-    return kw
+    return dict(STRATEGIES[strategy])
 
 @torch.no_grad()
 def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an A³Tune adapter)
@@ -336,24 +358,20 @@ def generate_batch(model, # a LlavaForConditionalGeneration (optionally with an 
                    strategy:str='greedy', # a key of `STRATEGIES`
                    max_new_tokens:int=32, # generation budget
                    prompt_fn=vqa_prompt, # (processor, question) -> prompt text
-                   trust_remote_code:bool=False, # allow Hub code (DoLa only)
-                   **kwargs, # more `generate` options
-                  )->list:
-    "Answers of `model` to `questions` about `images`, decoded with `strategy`; left-padded batch."
-    kw = {**_generate_kwargs(strategy, trust_remote_code), **kwargs}
+                   return_ids:bool=False, # also return the `[B, T + n]` ids and the prompt batch
+                   **kwargs, # more `generate` (or `dola_generate`) options
+                  ):
+    "Answers of `model` to `questions` about `images`, decoded with `strategy`, in a left-padded batch under the A³MoE context."
+    kw = {**_check_strategy(strategy), **kwargs}
     tok = processor.tokenizer
-    side, tok.padding_side = tok.padding_side, 'left'
-    try: inputs = processor(images=[_image(i) for i in images], text=[prompt_fn(processor, q) for q in questions],
-                            return_tensors='pt', padding=True).to(model.device)
-    finally: tok.padding_side = side
-    try: out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
-    except OSError as e:
-        if strategy != 'dola': raise
-        raise RuntimeError(f"DoLa needs the Hub repo transformers-community/dola, which could not be loaded ({e}). "
-                           "Download it once with network access, or choose greedy, beam or nucleus.") from e
-    return [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
+    inputs = vqa_inputs(processor, images, [prompt_fn(processor, q) for q in questions]).to(model.device)
+    with a3_generation_context(model, inputs):
+        if strategy == 'dola': out = dola_generate(model, inputs, max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **kw)
+        else: out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, **kw)
+    preds = [s.strip() for s in tok.batch_decode(out[:, inputs['input_ids'].shape[1]:], skip_special_tokens=True)]
+    return (preds, out, inputs) if return_ids else preds
 
-# %% ../nbs/06a_evaluation.ipynb #38082ce0
+# %% ../nbs/06a_evaluation.ipynb #01477e41
 def slake_items(root, # the SLAKE folder
                 split:str='validate', # split file name
                )->list:
@@ -394,7 +412,72 @@ def read_jsonl(path, # a JSONL file
     "The records of a JSONL file."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
-# %% ../nbs/06a_evaluation.ipynb #7a44dd3c
+# %% ../nbs/06a_evaluation.ipynb #0f448c20
+def dola_layers(num_layers:int, # decoder layers N of the model
+                layers='high', # 'high', 'low', or a list of hidden-state indices (0 = embeddings, < N)
+               )->list:
+    "Candidate premature layers J, chosen as transformers' DoLa does (every 2nd layer of a half, the last 20 above 40)."
+    N = num_layers
+    if layers == 'low': return list(range(0, N // 2, 2) if N <= 40 else range(0, 20, 2))
+    if layers == 'high': return list(range(N // 2, N, 2) if N <= 40 else range(N - 20, N, 2))
+    if isinstance(layers, str): raise ValueError(f"DoLa layers must be 'high', 'low' or a list of layer indices, got {layers!r}")
+    J = [int(j) for j in layers]
+    if not J or any(not 0 <= j < N for j in J): raise ValueError(f"DoLa premature layers must lie in [0, {N}), got {J}")
+    return J
+
+def dola_scores(final_logits:torch.Tensor, # `[B, V]` the final layer's next-token logits
+                premature_logits:torch.Tensor, # `[J, B, V]` early-exit logits of the candidate layers
+                alpha:float=0.1, # adaptive plausibility constraint α
+               )->tuple:
+    "DoLa: pick the premature layer M of max JSD to the final layer, return (log q_N − log q_M on V_head, else −inf; M) `([B, V], [B])`."
+    lf, lp = final_logits.float().log_softmax(-1)[None], premature_logits.float().log_softmax(-1)     # [1, B, V], [J, B, V]
+    lm = torch.logaddexp(lf, lp) - math.log(2)                                   # log of the mixture M = (q_N + q_j) / 2
+    jsd = 0.5 * ((lf.exp() * (lf - lm)).sum(-1) + (lp.exp() * (lp - lm)).sum(-1))   # [J, B]
+    M = jsd.argmax(0)                                                            # [B]
+    lq = lp[M, torch.arange(lp.shape[1])]                                        # [B, V]
+    head = lf[0] >= lf[0].max(-1, keepdim=True).values + math.log(alpha)        # V_head: q_N(x) >= α max q_N
+    return (lf[0] - lq).masked_fill(~head, -math.inf), M
+
+# %% ../nbs/06a_evaluation.ipynb #70e25fdf
+def _repetition_penalty(scores, ids, penalty):
+    "transformers' repetition penalty: divide positive, multiply negative scores of tokens already in `ids`."
+    if penalty == 1: return scores
+    s = scores.gather(1, ids)
+    return scores.scatter(1, ids, torch.where(s < 0, s * penalty, s / penalty))
+
+@torch.no_grad()
+def dola_generate(model, # a LLaVA model (A³MoE context already entered, see `a3_generation_context`)
+                  inputs:dict, # left-padded prompt batch (`input_ids`, `attention_mask`, `pixel_values`)
+                  max_new_tokens:int=32, # generation budget
+                  layers='high', # candidate premature layers, see `dola_layers`
+                  alpha:float=0.1, # adaptive plausibility constraint
+                  repetition_penalty:float=1.2, # on the contrasted scores (1: none)
+                  eos_token_id:int|None=None, # stop token
+                  pad_token_id:int=0, # fills finished sequences
+                 )->torch.Tensor: # `[B, T + n]` prompt and generated ids, like `generate`
+    "Greedy DoLa decoding (Chuang et al., 2024) with a KV cache: argmax of `dola_scores` at every step."
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    norm, head = get_adapter(model).language_model.norm, base.get_output_embeddings()
+    J = dola_layers(get_adapter(model).num_layers, layers)
+    ids, am = inputs['input_ids'], inputs['attention_mask']
+    extra = {k: v for k, v in inputs.items() if k not in ('input_ids', 'attention_mask')}
+    cur, past, done = ids, None, torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    for _ in range(max_new_tokens):
+        pos = (am.long().cumsum(-1) - 1).clamp(min=0)[:, -cur.shape[1]:]
+        out = model(input_ids=cur, attention_mask=am, position_ids=pos, past_key_values=past, use_cache=True,
+                    output_hidden_states=True, **(extra if past is None else {}))
+        past, hs = out.past_key_values, out.hidden_states                          # hs[-1] is the final, normed state
+        prem = torch.stack([head(norm(hs[j][:, -1])) for j in J])                  # [J, B, V] early exits
+        s, _ = dola_scores(out.logits[:, -1], prem, alpha)
+        nxt = _repetition_penalty(s, ids, repetition_penalty).argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+        ids, am = torch.cat([ids, nxt[:, None]], 1), torch.cat([am, am.new_ones(len(am), 1)], 1)
+        if eos_token_id is not None: done |= nxt == eos_token_id
+        if done.all(): break
+        cur = nxt[:, None]
+    return ids
+
+# %% ../nbs/06a_evaluation.ipynb #e76e9a24
 def gt_grid(gt, # a `SlakeGT`, or a bool mask [H, W] on the original image
             processor, # the model's processor
            )->torch.Tensor:
@@ -402,54 +485,62 @@ def gt_grid(gt, # a `SlakeGT`, or a bool mask [H, W] on the original image
     mask = gt.mask if isinstance(gt, SlakeGT) else np.asarray(gt)
     return region_to_grid(torch.as_tensor(mask), tuple(mask.shape[:2]), processor)
 
-def _query_inputs(model, processor, image, question, answer, prompt_fn, rows):
+def _query_inputs(model, processor, image, question, answer, rows):
     if rows not in ('text', 'answer'): raise ValueError(f"rows must be 'text' or 'answer', got {rows!r}")
-    prompt = prompt_fn(processor, question)
-    inputs = processor(images=[_image(image)], text=[f'{prompt} {answer}' if answer else prompt], return_tensors='pt').to(model.device)
-    ad = LVLMAdapter.from_model(model)
+    if rows == 'answer' and not answer: raise ValueError("rows='answer' needs a non-empty `answer`")
+    inputs = vqa_inputs(processor, [image], [vqa_prompt(processor, question, answer or None)], 'right').to(model.device)
+    n_prompt = vqa_inputs(processor, [image], [vqa_prompt(processor, question)])['input_ids'].shape[1]
+    ad = get_adapter(model)
     vis = ad.visual_mask(inputs['input_ids'])                                   # [1, T]
+    pos = torch.arange(vis.shape[1], device=vis.device)
     query = (vis.long().cumsum(-1) == vis.sum(-1, keepdim=True)) & ~vis         # text after the last image token
-    if rows == 'answer':
-        n_prompt = processor(images=[_image(image)], text=[prompt], return_tensors='pt')['input_ids'].shape[1]
-        query &= torch.arange(vis.shape[1], device=vis.device) >= n_prompt
-        if not query.any(): raise ValueError("rows='answer' needs a non-empty `answer`")
-    return inputs, vis, query, ad
+    if rows == 'answer': query &= pos >= n_prompt
+    return inputs, vis, query, n_prompt, ad
 
 @torch.no_grad()
-def eq2_map(model, # a LLaVA model
-            processor, # its processor
-            image, # PIL image or path
-            question:str, # the question
-            answer:str='', # text appended after the prompt (e.g. the generated answer)
-            prompt_fn=vqa_prompt, # (processor, question) -> prompt
-            rows:str='text', # query rows: 'text' (all text after the image) or 'answer'
-           )->torch.Tensor:
-    "Eq. 2 map on the token grid [rows, cols]: text→image attention averaged over layers, heads and query rows."
-    inputs, vis, query, ad = _query_inputs(model, processor, image, question, answer, prompt_fn, rows)
-    ar = attention_rows(model, inputs, query)
-    return visual_map_eq2(ar.probs, vis, ar.row_mask)[0].reshape(ad.grid(processor))
+def attention_maps(model, # a LLaVA model (with or without an A³Tune adapter)
+                   processor, # its processor
+                   image, # PIL image or path
+                   question:str, # the question
+                   answer:str='', # the answer turn appended as in training (e.g. the generated answer)
+                   rows:str='text', # query rows: 'text' (all text after the image) or 'answer'
+                   R:int=128, # visually-critical heads for the Eq. 9 map
+                  )->dict:
+    "The Eq. 2 map and the top-`R` heads' Eq. 9 map on the token grid `{'eq2', 'heads': [rows, cols]}`, plus the `head_mask` `[L, H]`."
+    inputs, vis, query, n_prompt, ad = _query_inputs(model, processor, image, question, answer, rows)
+    with a3_generation_context(model, inputs, n_prompt):
+        ar = attention_rows(model, inputs, query)
+    hm = select_heads(visual_attention_ratio(ar.probs, vis, ar.row_mask), R)    # [1, L, H]
+    g = ad.grid(processor)
+    return dict(eq2=visual_map_eq2(ar.probs, vis, ar.row_mask)[0].reshape(g),
+                heads=visual_map(ar.probs, hm, vis, ar.row_mask)[0].reshape(g), head_mask=hm[0])
 
-# %% ../nbs/06a_evaluation.ipynb #94657cd9
+def eq2_map(model, processor, image, question:str, answer:str='', rows:str='text')->torch.Tensor:
+    "Eq. 2 map on the token grid [rows, cols]: text→image attention averaged over layers, heads and query rows."
+    return attention_maps(model, processor, image, question, answer, rows)['eq2']
+
+# %% ../nbs/06a_evaluation.ipynb #bd8b684f
 def attention_records(model, # a LLaVA model
                       processor, # its processor
                       items:list, # SLAKE items (`slake_items`), optionally with a `prediction`
                       root, # the SLAKE folder
-                      rows:str='text', # query rows, see `eq2_map`
+                      rows:str='text', # query rows, see `attention_maps`
                       tau:float=0.15, # Coverage threshold
-                      prompt_fn=vqa_prompt, # (processor, question) -> prompt
+                      R:int=128, # heads of the Eq. 9 map
                       progress:bool=False, # show a tqdm bar
                      )->list:
-    "Coverage, Intensity and mass in GT of the Eq. 2 map of each SLAKE item against its ground-truth region."
+    "Coverage, Intensity and mass in GT of the Eq. 2 map and (as `heads_*`) of the top-`R` heads' map of each SLAKE item."
     from tqdm.auto import tqdm
     recs = []
     for it in tqdm(items, desc='attention', disable=not progress):
-        gt = slake_gt(it, root)
-        m = eq2_map(model, processor, it['image'], it['question'], it.get('prediction') or '', prompt_fn, rows)
+        gt = slake_gt(it, root); g = gt_grid(gt, processor)
+        m = attention_maps(model, processor, it['image'], it['question'], it.get('prediction') or '', rows, R)
         recs.append(dict(id=it.get('id'), modality=it.get('modality'), content_type=it.get('content_type'), level=gt.level,
-                         labels=gt.labels, **attention_metrics(m, gt_grid(gt, processor), tau)))
+                         labels=gt.labels, **attention_metrics(m['eq2'], g, tau),
+                         **{f'heads_{k}': v for k, v in attention_metrics(m['heads'], g, tau).items()}))
     return recs
 
-# %% ../nbs/06a_evaluation.ipynb #fdc3edd1
+# %% ../nbs/06a_evaluation.ipynb #83563103
 def model_view(processor, # a LLaVA processor
                image, # PIL image or path
               )->np.ndarray:
@@ -490,14 +581,44 @@ def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06a_evaluation.ipynb #4dbcb2fb
-def load_items(data, # a SLAKE folder or a JSONL file of items
-               split:str='validate', # SLAKE split (folders only)
+# %% ../nbs/06a_evaluation.ipynb #8b8b23df
+def compare_attention(models:dict, # title -> model (e.g. {'before': base, 'after': tuned})
+                      processor, # their processor
+                      image, # PIL image or path
+                      question:str, # the question
+                      answer:str='', # answer turn appended (rows 'text' then include it)
+                      gt=None, # a bool mask [H, W] on the original image to outline (e.g. `slake_gt(...).mask`)
+                      R:int=128, # heads of the Eq. 9 map
+                      **kwargs, # passed to `show_attention` (figsize, dpi)
+                     ):
+    "For each model, the Eq. 2 map and the top-`R` heads' map over the model's view of the image, side by side."
+    maps = {}
+    for name, m in models.items():
+        a = attention_maps(m, processor, image, question, answer, R=R)
+        maps[f'{name}: Eq. 2'], maps[f'{name}: top-{int(a["head_mask"].sum())} heads'] = a['eq2'], a['heads']
+    return show_attention(model_view(processor, image), maps, None if gt is None else view_mask(gt, processor), **kwargs)
+
+# %% ../nbs/06a_evaluation.ipynb #a81fd38b
+def _llava_items(path, split, images=None):
+    "Generation items from a LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON (via `a3tune.data.load_data`)."
+    recs, root = load_data(path, split)
+    root = Path(images) if images else root
+    out = []
+    for r in recs:
+        q, a = question_answer(r)
+        out.append({**{k: v for k, v in r.items() if k != 'conversations'}, 'id': r['id'], 'question': q, 'reference': a,
+                    'image': str(image_path(root, r['image'], r['id'])), 'answer_type': r.get('answer_type') or ('CLOSED' if a.lower() in ('yes', 'no') else 'OPEN')})
+    return out
+
+def load_items(data, # a SLAKE folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
+               split:str='validate', # SLAKE split (folders), VQA-RAD split (its JSON)
+               images=None, # image root of a JSON data file (default: its own, as `a3tune train`)
               )->list:
-    "Generation items from a SLAKE folder or a JSONL file (relative image paths resolved against its folder)."
+    "Generation items from a SLAKE folder, a JSONL of items (relative image paths resolved against its folder) or a JSON data file."
     data = Path(data)
     if data.is_dir(): return slake_items(data, split)
-    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder nor a JSONL file")
+    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a JSONL of items nor a JSON data file")
+    if data.suffix == '.json': return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
     items = read_jsonl(data)
     for i, it in enumerate(items):
         miss = [k for k in ('image', 'question', 'answer_type') if k not in it] + ([] if 'reference' in it or 'answer' in it else ['reference'])
@@ -505,64 +626,76 @@ def load_items(data, # a SLAKE folder or a JSONL file of items
         if not Path(it['image']).is_absolute(): it['image'] = str(data.parent/it['image'])
     return items
 
-def load_eval_model(model_dir, # a folder written by `save_pretrained` (model and processor)
-                    adapter=None, # an A³Tune adapter folder, or None
+def load_eval_model(model_dir, # the base model: a folder written by `save_pretrained` (model and processor) or a Hub id
+                    adapter=None, # an A³Tune adapter folder (`a3tune train --out`), or None
                     device:str='cpu', # torch device
                    ):
-    "The model (with adapter) in eval mode and its processor."
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    "The model (with its A³Tune adapter, via `load_a3tune`) in eval mode and its processor."
+    from transformers import AutoProcessor, AutoModelForImageTextToText
+    model = AutoModelForImageTextToText.from_pretrained(model_dir)
     processor = AutoProcessor.from_pretrained(adapter if adapter and (Path(adapter)/'processor_config.json').exists() else model_dir)
-    if adapter:
-        from a3tune.training import load_a3tune
-        model = load_a3tune(model, adapter)
+    if adapter: model = load_a3tune(model, adapter)
     return model.to(device).eval(), processor
 
-# %% ../nbs/06a_evaluation.ipynb #5e4879d8
-def _eval_figures(model, processor, items, root, folder):
+# %% ../nbs/06a_evaluation.ipynb #20218032
+def _eval_figures(model, processor, items, root, folder, R):
     import matplotlib.pyplot as plt
     folder.mkdir(parents=True, exist_ok=True)
     for it in items:
-        gt = slake_gt(it, root)
-        maps = {'Eq. 2, prompt': eq2_map(model, processor, it['image'], it['question'])}
-        if it.get('prediction'): maps['Eq. 2, + answer'] = eq2_map(model, processor, it['image'], it['question'], it['prediction'])
-        fig = show_attention(model_view(processor, it['image']), maps, view_mask(gt.mask, processor))
+        fig = compare_attention({'prompt': model}, processor, it['image'], it['question'], gt=slake_gt(it, root).mask, R=R)
+        if it.get('prediction'):
+            plt.close(fig)
+            maps = {**attention_maps(model, processor, it['image'], it['question'], R=R)}
+            ans = attention_maps(model, processor, it['image'], it['question'], it['prediction'], R=R)
+            fig = show_attention(model_view(processor, it['image']), {'Eq. 2': maps['eq2'], f'top-{R} heads': maps['heads'],
+                                 'Eq. 2, + answer': ans['eq2'], f'top-{R} heads, + answer': ans['heads']},
+                                 view_mask(slake_gt(it, root).mask, processor))
         fig.suptitle(f"{it['question']} → {it.get('prediction', '')!r} (ref {it.get('reference')!r})", fontsize=8)
         fig.savefig(folder/f"{it.get('id', 'item')}.png"); plt.close(fig)
 
-def eval_cli(argv:list=None, # arguments after `a3tune eval`
-            )->int:
-    "Generate answers on a data set and write answers.jsonl and metrics.json (the `a3tune eval` command)."
-    import argparse, sys
+def _eval_parser():
+    import argparse
     p = argparse.ArgumentParser(prog='a3tune eval', description='Generate answers with a (tuned) LLaVA model and score them.')
-    p.add_argument('--model', required=True, help='model folder (save_pretrained), with its processor')
-    p.add_argument('--adapter', help='A³Tune adapter folder written by `a3tune train`')
-    p.add_argument('--data', required=True, help='SLAKE folder, or a JSONL of items (image, question, reference, answer_type)')
-    p.add_argument('--split', default='validate', help='SLAKE split file (default: validate)')
+    p.add_argument('--model', required=True, help='base model folder (save_pretrained, with its processor) or Hub id')
+    p.add_argument('--adapter', help='A³Tune adapter folder written by `a3tune train --out`')
+    p.add_argument('--data', required=True, help='SLAKE folder, a JSONL of items (image, question, reference, answer_type), '
+                                                 'or a LLaVA conversation / SLAKE split / VQA-RAD JSON')
+    p.add_argument('--images', help="image root of a JSON data file (default: the data set's image folder)")
+    p.add_argument('--split', default='validate', help='SLAKE split file (folders; default: validate) or VQA-RAD split (default: test)')
     p.add_argument('--strategy', default='greedy', choices=list(STRATEGIES))
+    p.add_argument('--dola-layers', default='high', help="DoLa candidate layers: 'high', 'low' or comma-separated indices")
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--batch-size', type=int, default=8); p.add_argument('--max-new-tokens', type=int, default=32)
     p.add_argument('--limit', type=int, help='first N items only'); p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default='cpu'); p.add_argument('--no-progress', action='store_true')
-    p.add_argument('--trust-remote-code', action='store_true', help='allow DoLa to run hf.co/transformers-community/dola')
-    p.add_argument('--attention', action='store_true', help='SLAKE only: Coverage, Intensity, mass in GT of the Eq. 2 map')
-    p.add_argument('--figures', type=int, default=0, help='SLAKE only: draw the Eq. 2 map of the first N items')
-    a = p.parse_args(argv)
+    p.add_argument('--attention', action='store_true', help='SLAKE folder only: Coverage, Intensity, mass in GT of the Eq. 2 and top-R maps')
+    p.add_argument('--R', type=int, help="heads of the Eq. 9 map (default: the adapter's R, else 128)")
+    p.add_argument('--figures', type=int, default=0, help='SLAKE folder only: draw the Eq. 2 and top-R maps of the first N items')
+    return p
+
+# %% ../nbs/06a_evaluation.ipynb #fcc9188a
+def eval_cli(argv:list=None, # arguments after `a3tune eval`
+            )->int:
+    "Generate answers on a data set and write answers.jsonl, metrics.json and figures (the `a3tune eval` command)."
+    p = _eval_parser(); a = p.parse_args(argv)
     if (a.attention or a.figures) and not Path(a.data).is_dir(): p.error('--attention/--figures need a SLAKE folder as --data (ground truth)')
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    items = load_items(a.data, a.split)[:a.limit]
+    items = load_items(a.data, a.split, a.images)[:a.limit]
     model, processor = load_eval_model(a.model, a.adapter, a.device)
+    R = a.R or getattr(getattr(model, 'a3tune_config', None), 'R', 128)
+    kw = {}
+    if a.strategy == 'dola': kw['layers'] = a.dola_layers if a.dola_layers in ('high', 'low') else [int(j) for j in a.dola_layers.split(',')]
     recs = generate_answers(model, processor, items, a.strategy, a.batch_size, a.max_new_tokens, out/'answers.jsonl',
-                            a.seed, not a.no_progress, trust_remote_code=a.trust_remote_code)
+                            a.seed, not a.no_progress, **kw)
     tabs = {m: vqa_table(recs, m, seed=a.seed) for m in SCORERS}
-    res = dict(model=str(a.model), adapter=a.adapter, data=str(a.data), split=a.split, strategy=a.strategy, n=len(recs),
+    res = dict(model=str(a.model), adapter=a.adapter, data=str(a.data), split=a.split, strategy=a.strategy, n=len(recs), R=R,
                **{m: t.rows for m, t in tabs.items()})
     for it, r in zip(items, recs): it['prediction'] = r['prediction']
     if a.attention:
-        att = attention_records(model, processor, items, a.data, progress=not a.no_progress)
+        att = attention_records(model, processor, items, a.data, R=R, progress=not a.no_progress)
         (out/'attention.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in att))
         res['attention'] = attention_table(att, by=('content_type', 'level'), seed=a.seed)
-    if a.figures: _eval_figures(model, processor, items[:a.figures], a.data, out/'figures')
+    if a.figures: _eval_figures(model, processor, items[:a.figures], a.data, out/'figures', R)
     (out/'metrics.json').write_text(json.dumps(res, indent=1))
     print('\n\n'.join(t._repr_markdown_() for t in tabs.values()))
     return 0

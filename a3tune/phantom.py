@@ -8,14 +8,14 @@ __all__ = ['ORGANS', 'POSITIONS', 'SLOTS', 'KINDS', 'PHANTOM_WORDS', 'BASE_ARGS'
            'phantom_image', 'write_phantom_dataset', 'load_phantom_dataset', 'phantom_prompt', 'tokenize_phantom',
            'collate_phantom', 'phantom_accuracy', 'pretrain_phantom_base', 'save_phantom_base', 'load_phantom_base']
 
-# %% ../nbs/06b_phantom.ipynb #49a7ac93
+# %% ../nbs/06b_phantom.ipynb #2df9c51a
 import json, time, importlib.resources, numpy as np, torch
 from pathlib import Path
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, AutoProcessor, get_cosine_schedule_with_warmup
 from .preliminaries import tiny_llava, set_threads
 
-# %% ../nbs/06b_phantom.ipynb #d6f6e013
+# %% ../nbs/06b_phantom.ipynb #b34c8a8d
 ORGANS = ('liver', 'kidney', 'spleen', 'lung')
 POSITIONS = ('top', 'right', 'bottom', 'left')
 SLOTS = {'top': (.50, .25), 'right': (.75, .50), 'bottom': (.50, .75), 'left': (.25, .50)}  # centre (x, y) as image fractions
@@ -35,7 +35,7 @@ def _texture(organ, r, u, size, rng):
     if organ == 'spleen': return np.full_like(r, .38)
     return .5 + .17*np.sin(u * 2*np.pi / (size/12) + rng.uniform(0, 2*np.pi))   # lung: stripes
 
-# %% ../nbs/06b_phantom.ipynb #85068395
+# %% ../nbs/06b_phantom.ipynb #f357acbd
 def _scene(rng, kind, size):
     "Random scene: organs with position, size, rotation, enlarged flag and lesion flag."
     n = rng.integers(3, 5) if kind == 'downstream' else rng.integers(2, 5)
@@ -52,7 +52,7 @@ def _scene(rng, kind, size):
                          a=rng.uniform(.11, .15)*size*k, b=rng.uniform(.10, .14)*size*k, th=rng.uniform(0, np.pi)))
     return spec
 
-# %% ../nbs/06b_phantom.ipynb #466847bc
+# %% ../nbs/06b_phantom.ipynb #42ad0442
 def render_phantom(spec:list, # organ specs from the scene sampler
                    size:int, # image side in pixels
                    rng:np.random.Generator, # draws textures, lesion placement and noise
@@ -70,16 +70,16 @@ def render_phantom(spec:list, # organ specs from the scene sampler
     for o in spec:
         if not o['lesion']: continue
         own = lab == labels[o['organ']]
-        core = own & (rs[o['organ']] < .6)   # keep the lesion away from the organ's rim
+        core = own & (rs[o['organ']] < .5)   # keep the lesion away from the organ's rim
         cy, cx = (lambda p: p[rng.integers(len(p))])(np.argwhere(core if core.any() else own)) + .5
-        m = _ellipse(size, cx, cy, *[rng.uniform(.035, .06)*size]*2, 0.)[0] & own
+        m = _ellipse(size, cx, cy, *[rng.uniform(.06, .085)*size]*2, 0.)[0] & own
         dark = o['organ'] == 'kidney' or (o['organ'] != 'spleen' and rng.random() < .5)
         img[m] = rng.uniform(.02, .12) if dark else rng.uniform(.9, 1.)
         lab[m] = labels[f"{o['organ']}_lesion"] = len(labels) + 1
     img = np.clip(img + rng.normal(0, .04, img.shape), 0, 1)
     return (img*255).round().astype(np.uint8), lab, labels
 
-# %% ../nbs/06b_phantom.ipynb #811fd0c4
+# %% ../nbs/06b_phantom.ipynb #e0be15ff
 def _organ_gt(o): return [o['organ']] + ([f"{o['organ']}_lesion"] if o['lesion'] else [])
 
 def downstream_questions(spec:list, # a downstream scene
@@ -98,7 +98,7 @@ def downstream_questions(spec:list, # a downstream scene
     res.append(('where_organ', f"where is the {o['organ']}", o['position'], 'OPEN', 'Position', _organ_gt(o)))
     return res
 
-# %% ../nbs/06b_phantom.ipynb #862f9aff
+# %% ../nbs/06b_phantom.ipynb #05be444f
 def pretrain_questions(spec:list, # a pre-training scene
                        rng:np.random.Generator, # picks the slot and organ asked about
                       )->list: # (qtype, question, answer, answer_type, content_type, GT region names)
@@ -116,9 +116,12 @@ def pretrain_questions(spec:list, # a pre-training scene
     if len(sick) == 1: res.append(('lesion_side', 'which side has the lesion', sick[0]['position'], 'OPEN', 'Position', [f"{sick[0]['organ']}_lesion"]))
     res.append(('any_enlarged', 'is there an enlarged organ', 'yes' if big else 'no', 'CLOSED', 'Size', [n for o in big for n in _organ_gt(o)]))
     if big: res.append(('where_enlarged', 'where is the enlarged organ', big[0]['position'], 'OPEN', 'Position', _organ_gt(big[0])))
+    for o in (spec[i] for i in rng.choice(len(spec), 2, replace=False)):
+        desc = o['position'] + ' enlarged'*o['enlarged'] + ' lesion'*o['lesion'] + ' normal'*(not (o['enlarged'] or o['lesion']))
+        res.append(('describe_organ', f"describe the {o['organ']}", desc, 'OPEN', 'Organ', _organ_gt(o)))
     return res
 
-# %% ../nbs/06b_phantom.ipynb #50383604
+# %% ../nbs/06b_phantom.ipynb #b5a0df54
 KINDS = {'downstream': 1, 'pretrain': 2}
 
 def make_phantom_set(n_images:int, # number of phantom images
@@ -141,13 +144,13 @@ def make_phantom_set(n_images:int, # number of phantom images
                                   answer=a, answer_type=at, content_type=ct, qtype=qt, gt=gt))
     return items
 
-# %% ../nbs/06b_phantom.ipynb #38f9ed4f
+# %% ../nbs/06b_phantom.ipynb #7d9f4bb0
 def phantom_gt(item:dict, # an item from `make_phantom_set` or `load_phantom_dataset`
               )->np.ndarray: # bool [H, W] on the original image
     "Pixel mask of the region the question's answer depends on (empty when there is none)."
     return np.isin(item['mask'], [item['labels'][n] for n in item['gt']])
 
-# %% ../nbs/06b_phantom.ipynb #d23d20da
+# %% ../nbs/06b_phantom.ipynb #dbf50a77
 def show_phantoms(items:list, # items to show, one column each
                   figsize=(8, 3.2), # figure size in inches
                  ):
@@ -163,13 +166,13 @@ def show_phantoms(items:list, # items to show, one column each
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06b_phantom.ipynb #35f5309b
+# %% ../nbs/06b_phantom.ipynb #645607f5
 PHANTOM_WORDS = tuple(sorted(set(ORGANS + POSITIONS) | set(
-    'yes no nothing lesion enlarged organ side image is there a an in the what which where has describe'.split())))
+    'yes no nothing normal lesion enlarged organ side image is there a an in the what which where has describe'.split())))
 
 def _words(items, key): return {w for it in items for w in it[key].split()}
 
-# %% ../nbs/06b_phantom.ipynb #58010a28
+# %% ../nbs/06b_phantom.ipynb #f20b643f
 def phantom_image(item:dict)->Image.Image:
     "The item's image as the RGB PIL image a processor expects."
     return Image.fromarray(item['image']).convert('RGB')
@@ -192,7 +195,7 @@ def write_phantom_dataset(items:list, # items from `make_phantom_set`
     (out/name).write_text(json.dumps(recs, indent=1))
     return out/name
 
-# %% ../nbs/06b_phantom.ipynb #c61c23e6
+# %% ../nbs/06b_phantom.ipynb #b00c1a87
 _REC_KEYS = ('id', 'image', 'conversations', 'answer_type', 'qtype', 'mask', 'mask_labels', 'gt')
 
 def load_phantom_dataset(json_path:str|Path, # a JSON written by `write_phantom_dataset`
@@ -212,7 +215,7 @@ def load_phantom_dataset(json_path:str|Path, # a JSON written by `write_phantom_
                           content_type=r.get('content_type'), qtype=r['qtype'], gt=r['gt']))
     return items
 
-# %% ../nbs/06b_phantom.ipynb #f781d882
+# %% ../nbs/06b_phantom.ipynb #4d39d85f
 def phantom_prompt(processor, # a LLaVA processor with a chat template
                    question:str, # the question text, without the image token
                   )->str:
@@ -233,7 +236,7 @@ def tokenize_phantom(items:list, # phantom items
             toks['a'][it['answer']] = tok(it['answer'], add_special_tokens=False)['input_ids'] + [tok.eos_token_id]
     return toks
 
-# %% ../nbs/06b_phantom.ipynb #f80f4a76
+# %% ../nbs/06b_phantom.ipynb #d35d8722
 def collate_phantom(items:list, # phantom items
                     processor, # the model's processor
                     toks:dict, # from `tokenize_phantom` (must cover `items`)
@@ -247,7 +250,7 @@ def collate_phantom(items:list, # phantom items
     px = processor.image_processor([phantom_image(it) for it in items], return_tensors='pt')['pixel_values']
     return dict(input_ids=ids, attention_mask=att, pixel_values=px, labels=labels)
 
-# %% ../nbs/06b_phantom.ipynb #816003b8
+# %% ../nbs/06b_phantom.ipynb #0ad155d6
 @torch.no_grad()
 def phantom_accuracy(model, # a LLaVA model
                      processor, # its processor
@@ -268,10 +271,10 @@ def phantom_accuracy(model, # a LLaVA model
     res = {k: float(np.mean(v)) for k, v in sorted(hits.items())}
     return res | {'all': float(np.mean([o for v in hits.values() for o in v]))}
 
-# %% ../nbs/06b_phantom.ipynb #baf25cb3
+# %% ../nbs/06b_phantom.ipynb #8a4077a2
 BASE_ARGS = dict(image_size=48, patch_size=8, hidden_size=128, num_layers=2, num_heads=4, vision_hidden=64)
 
-def pretrain_phantom_base(steps:int=3000, # optimizer steps
+def pretrain_phantom_base(steps:int=2400, # optimizer steps
                           n_images:int=8000, # pre-training images (about 5.8 questions each)
                           bs:int=32, # batch size
                           lr:float=1e-3, # peak learning rate
@@ -301,7 +304,7 @@ def pretrain_phantom_base(steps:int=3000, # optimizer steps
                   heldout_accuracy=phantom_accuracy(model, proc, test, toks=toks))
     return model, proc, report
 
-# %% ../nbs/06b_phantom.ipynb #db3a2077
+# %% ../nbs/06b_phantom.ipynb #c79a04df
 PHANTOM_BASE = Path(str(importlib.resources.files('a3tune')))/'assets'/'phantom_base'
 
 def save_phantom_base(model, processor, report:dict, # what `pretrain_phantom_base` returns

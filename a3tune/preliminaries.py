@@ -8,7 +8,7 @@ __all__ = ['SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'set_threads', 'tiny
            'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'enable_attention_rows', 'attention_rows',
            'gather_visual', 'visual_map_eq2']
 
-# %% ../nbs/00_preliminaries.ipynb #ee391c4b
+# %% ../nbs/00_preliminaries.ipynb #c64cb9d2
 import os, math
 from dataclasses import dataclass
 import numpy as np, torch
@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
 
-# %% ../nbs/00_preliminaries.ipynb #2b1c478b
+# %% ../nbs/00_preliminaries.ipynb #2111ac81
 def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, else 1
                )->int:
     "Set torch's intra-op thread count explicitly and return it."
@@ -26,7 +26,7 @@ def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, 
     torch.set_num_threads(n)
     return n
 
-# %% ../nbs/00_preliminaries.ipynb #1ccd8376
+# %% ../nbs/00_preliminaries.ipynb #ca846f13
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>', '<image>']
 BASE_WORDS = ('user assistant : ? . , ; / - ( ) what where which who how is are does do can there a an the in of on to '
               'this that image picture scan organ organs lesion lesions abnormality abnormalities left right upper lower '
@@ -51,7 +51,7 @@ def tiny_tokenizer(words=(), # extra words for the vocabulary (lower-cased)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    unk_token='<unk>', extra_special_tokens={'image_token': '<image>'})
 
-# %% ../nbs/00_preliminaries.ipynb #61653824
+# %% ../nbs/00_preliminaries.ipynb #1ff16bb1
 def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-to-square) or 'squash'
                          image_size:int=32, # side of the square model input
                         ):
@@ -62,7 +62,7 @@ def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-
     if kind == 'squash': return CLIPImageProcessor(size={'height': S, 'width': S}, do_center_crop=False)
     raise ValueError(f"image_processor={kind!r} is not known: choose 'crop', 'pad' or 'squash'.")
 
-# %% ../nbs/00_preliminaries.ipynb #a2b9865e
+# %% ../nbs/00_preliminaries.ipynb #1b960c6d
 def tiny_llava(seed:int=0, # seed of the random weights
                image_size:int=32, # model input side in pixels
                patch_size:int=8, # vision patch side: (image_size/patch_size)**2 visual tokens
@@ -71,13 +71,14 @@ def tiny_llava(seed:int=0, # seed of the random weights
                num_heads:int=4, # attention heads per layer
                num_kv_heads:int=None, # key/value heads (grouped-query attention when < num_heads)
                vision_hidden:int=32, # vision-tower width
+               vision_layers:int=1, # vision-tower depth
                words=(), # extra vocabulary words
                image_processor:str='crop', # preprocessing family, see `tiny_image_processor`
                **overrides # extra `LlavaConfig` fields
               ):
     "A randomly initialised, offline `LlavaForConditionalGeneration` and its `LlavaProcessor`: `(model, processor)`."
     tok, grid = tiny_tokenizer(words), image_size // patch_size
-    vc = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2*vision_hidden, num_hidden_layers=1,
+    vc = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2*vision_hidden, num_hidden_layers=vision_layers,
                           num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden)
     tc = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2*hidden_size,
                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
@@ -95,7 +96,7 @@ def tiny_llava(seed:int=0, # seed of the random weights
                           chat_template=CHAT_TEMPLATE)
     return model, proc
 
-# %% ../nbs/00_preliminaries.ipynb #edccaf5f
+# %% ../nbs/00_preliminaries.ipynb #b6c80c25
 class LVLMAdapter:
     "Where A³Tune's pieces sit inside an HF LLaVA-family model."
     finders = {}   # model_type -> function(model) -> the language model (its `.layers` are the decoder layers)
@@ -139,7 +140,7 @@ def get_adapter(model)->LVLMAdapter:
     "The `LVLMAdapter` of `model`."
     return LVLMAdapter(model)
 
-# %% ../nbs/00_preliminaries.ipynb #86b74350
+# %% ../nbs/00_preliminaries.ipynb #73218688
 @dataclass
 class ImageGeometry:
     "How an original image lands on the model's visual-token grid: `input = original * scale + offset`, per axis."
@@ -154,7 +155,7 @@ class ImageGeometry:
         e = torch.arange(n + 1, dtype=torch.float64) * (size / n)
         return (e - self.offset[axis]) / self.scale[axis]
 
-# %% ../nbs/00_preliminaries.ipynb #01faea27
+# %% ../nbs/00_preliminaries.ipynb #4104f402
 def _hw(d, *keys):
     d = d if isinstance(d, dict) else (vars(d) if d is not None else {})
     return [d.get(k) for k in keys]
@@ -197,7 +198,7 @@ def _square(processor):
     s = (ch if getattr(ip, 'do_center_crop', False) else None) or short or sh or 224
     return (s, s)
 
-# %% ../nbs/00_preliminaries.ipynb #edd173ad
+# %% ../nbs/00_preliminaries.ipynb #99e510aa
 def _cell_overlap(edges, lo, hi):
     "Length of the overlap of cell i = [edges[i], edges[i+1]) with each interval [lo, hi) (broadcast): `[cells, ...]`."
     return (torch.minimum(edges[1:, None], hi) - torch.maximum(edges[:-1, None], lo)).clamp(min=0)
@@ -223,7 +224,7 @@ def region_to_grid(region, # bool/float mask `[H, W]` (or a stack `[K, H, W]`) o
     Wy, Wx = _cell_overlap(ey, py[None], py[None] + 1), _cell_overlap(ex, px[None], px[None] + 1)
     return ((Wy @ m @ Wx.T) / area).float()
 
-# %% ../nbs/00_preliminaries.ipynb #43824ada
+# %% ../nbs/00_preliminaries.ipynb #a26ac331
 @dataclass
 class AttentionRows:
     "Attention probabilities of selected query rows over all keys."
@@ -240,7 +241,7 @@ def query_rows(query_mask, # bool `[B, T]`: the query positions
     row_mask = torch.arange(Q, device=qm.device)[None] < n[:, None]
     return torch.where(row_mask, rows, rows[:, :1]), row_mask
 
-# %% ../nbs/00_preliminaries.ipynb #3246ef7b
+# %% ../nbs/00_preliminaries.ipynb #8bc2c751
 class AttentionRecorder:
     "Collects, during one forward, what `attention_rows` needs from every decoder layer."
     def __init__(self, rows, row_mask): self.rows, self.row_mask, self.q, self.k, self.mask = rows, row_mask, {}, {}, {}
@@ -262,7 +263,7 @@ def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, d
 AttentionInterface.register('a3_sdpa', a3_sdpa_attention)
 AttentionMaskInterface.register('a3_sdpa', sdpa_mask)
 
-# %% ../nbs/00_preliminaries.ipynb #179679ea
+# %% ../nbs/00_preliminaries.ipynb #91798468
 def _masked(s, mask, rows):
     "Apply a layer's mask rows (`None` = causal without padding) to logits `s` `[B, H, Q, T]`, in place."
     if mask is None:
@@ -316,7 +317,7 @@ def _result(self:AttentionRecorder)->AttentionRows:
     return AttentionRows(probs, self.rows, self.row_mask)
 AttentionRecorder.result = _result
 
-# %% ../nbs/00_preliminaries.ipynb #a77c7b09
+# %% ../nbs/00_preliminaries.ipynb #e88691fa
 def enable_attention_rows(model):
     "Switch `model`'s language model to the 'a3_sdpa' attention (SDPA outputs; rows on request)."
     m = model.get_base_model() if hasattr(model, 'get_base_model') else model
@@ -340,7 +341,7 @@ def attention_rows(model, # an HF LLaVA-family model (PEFT-wrapped is fine)
     res = rec.result()
     return (res, out) if return_outputs else res
 
-# %% ../nbs/00_preliminaries.ipynb #878c84ac
+# %% ../nbs/00_preliminaries.ipynb #cb7dc121
 def gather_visual(x, # `[B, ..., T]` values over the sequence
                   visual_mask, # bool `[B, T]`
                  )->torch.Tensor:

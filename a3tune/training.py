@@ -8,10 +8,11 @@ __all__ = ['TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'LM
            'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune', 'read_adapter_config',
            'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train', 'train_cli']
 
-# %% ../nbs/05_training.ipynb #53296418
+# %% ../nbs/05_training.ipynb #6c9ede61
 import os, sys, json, math, argparse, difflib, logging, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, asdict, fields
+from fastcore.basics import patch
 import torch, torch.nn as nn
 from transformers import Trainer, TrainingArguments, AutoProcessor, AutoModelForImageTextToText
 from transformers.trainer import TRAINING_ARGS_NAME
@@ -24,7 +25,7 @@ from .head_selection import visual_attention_ratio, select_heads, HeadProfile
 from .loss import attention_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
-# %% ../nbs/05_training.ipynb #8b75e36a
+# %% ../nbs/05_training.ipynb #c3e89d27
 @dataclass
 class A3TuneConfig:
     "Every A³Tune hyperparameter: the paper's values by default, the reference code's behaviours as options."
@@ -78,7 +79,7 @@ class A3TuneConfig:
     num_workers:int = 0
     def __post_init__(self): _check_config(self)
 
-# %% ../nbs/05_training.ipynb #446076d4
+# %% ../nbs/05_training.ipynb #c53b0431
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'),
                 router=('mlp', 'linear'), k_gate=('weighted', 'max_index'), bf16=('auto', 'true', 'false'))
@@ -92,7 +93,7 @@ def _check_config(self:A3TuneConfig):
     if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
     self.lora_targets = tuple(self.lora_targets)
 
-# %% ../nbs/05_training.ipynb #d84dc059
+# %% ../nbs/05_training.ipynb #e6ac5e6c
 TABLE7 = {'slake': (6, .1), 'vqa-rad': (9, .06), 'pathvqa': (3, .02), 'iu-xray': (6, .12), 'omnimedvqa': (3, .03),
           'iu-xray-report': (12, .08), 'mimic-cxr-report': (12, .05)}   # dataset -> (epochs, λ)
 PAPER_EXPERTS = {d: ((8, 16, 3) if d in ('slake', 'pathvqa', 'omnimedvqa') else (4, 8, 2)) for d in TABLE7}  # (O_q, O_k, B)
@@ -101,7 +102,8 @@ REFERENCE_EXPERTS = {'slake': (8, 16, 3, None), 'vqa-rad': (8, 16, 3, 8), 'pathv
 REFERENCE_CODE = dict(router='linear', k_gate='max_index', balance_fold=4, balance_coef=.01, align_form='rows', R=32,
                       per_device_batch_size=1, grad_accum=8, gradient_checkpointing=False)
 
-def _preset(cls, dataset:str, # a key of `TABLE7`
+@patch(cls_method=True)
+def preset(cls:A3TuneConfig, dataset:str, # a key of `TABLE7`
             variant:str='paper', # 'paper' (App. C, Table 7) or 'reference' (the authors' scripts and code)
             **kw): # any other field
     "The configuration of `dataset` in the paper or in the reference code, with overrides."
@@ -113,12 +115,13 @@ def _preset(cls, dataset:str, # a key of `TABLE7`
         d.update(REFERENCE_CODE, **dict(zip(('q_experts', 'k_experts', 'top_b', 'k_segments'), REFERENCE_EXPERTS[dataset])))
     else: raise ValueError(f"variant must be 'paper' or 'reference', got {variant!r}")
     return cls(**{**d, **kw})
-A3TuneConfig.preset = classmethod(_preset)
 
-# %% ../nbs/05_training.ipynb #468c2753
-def _to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+# %% ../nbs/05_training.ipynb #c94e9876
+@patch
+def to_dict(self:A3TuneConfig)->dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-def _from_dict(cls, d:dict, # fields, e.g. from `to_dict` or a JSON file
+@patch(cls_method=True)
+def from_dict(cls:A3TuneConfig, d:dict, # fields, e.g. from `to_dict` or a JSON file
                src='config'): # for messages
     "An `A3TuneConfig` from a dict, refusing unknown fields."
     names = {f.name for f in fields(cls)}
@@ -131,7 +134,8 @@ def _parse(v:str):
     try: return json.loads(v)
     except json.JSONDecodeError: return v
 
-def _update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
+@patch
+def update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
            )->A3TuneConfig:
     "A copy with fields replaced (values of `key=value` strings are parsed)."
     if not isinstance(items, dict):
@@ -143,11 +147,12 @@ def _update(self:A3TuneConfig, items, # dict or list of 'key=value' strings
         d[k] = v
     return type(self).from_dict(d, 'override')
 
-A3TuneConfig.to_dict, A3TuneConfig.from_dict, A3TuneConfig.update = _to_dict, classmethod(_from_dict), _update
-A3TuneConfig.to_json = lambda self, path: Path(path).write_text(json.dumps(self.to_dict(), indent=1))
-A3TuneConfig.from_json = classmethod(lambda cls, path: cls.from_dict(json.loads(Path(path).read_text()), path))
+@patch
+def to_json(self:A3TuneConfig, path): Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+@patch(cls_method=True)
+def from_json(cls:A3TuneConfig, path): return cls.from_dict(json.loads(Path(path).read_text()), path)
 
-# %% ../nbs/05_training.ipynb #f2fb6690
+# %% ../nbs/05_training.ipynb #1d7f19ff
 def _bf16(cfg):
     if cfg.bf16 == 'auto': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cfg.bf16 == 'true'
@@ -160,15 +165,18 @@ def training_args(cfg:A3TuneConfig, # the configuration
     d = dict(output_dir=str(output_dir), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.lr,
              per_device_train_batch_size=cfg.per_device_batch_size, gradient_accumulation_steps=cfg.grad_accum,
              weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup, lr_scheduler_type=cfg.lr_scheduler, seed=cfg.seed,
-             bf16=_bf16(cfg), gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
+             bf16=_bf16(cfg), activation_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
              save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, dataloader_num_workers=cfg.num_workers,
              report_to='none', ddp_find_unused_parameters=False)
-    if not torch.cuda.is_available() and int(os.environ.get('WORLD_SIZE', 1)) > 1: d['ddp_backend'] = 'gloo'
+    if not torch.cuda.is_available():
+        d['dataloader_pin_memory'] = False
+        if int(os.environ.get('WORLD_SIZE', 1)) > 1: d.update(use_cpu=True, ddp_backend='gloo')   # else each CPU process trains alone
+    if 'gradient_checkpointing' in kw: kw['activation_checkpointing'] = kw.pop('gradient_checkpointing')   # the v5 name
     d.update(kw)
-    d.update(remove_unused_columns=False, gradient_checkpointing_kwargs={'use_reentrant': False})
+    d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
     return TrainingArguments(**d)
 
-# %% ../nbs/05_training.ipynb #cc58bf73
+# %% ../nbs/05_training.ipynb #9b72ea43
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 def moe_config(cfg:A3TuneConfig)->A3MoEConfig:
@@ -195,9 +203,9 @@ def a3tune_model(model, # an HF LLaVA-family model
     model.a3tune_config = cfg
     return model
 
-# %% ../nbs/05_training.ipynb #d461736a
+# %% ../nbs/05_training.ipynb #3cb66343
 A3_KEYS = ('visual_mask', 'prompt_mask', 'query_mask', 'seg', 'seg_valid', 'sample_ids')
-STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
+STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'lm_tokens', 'align_batches', 'align_loss', 'balance_loss', 'nan_batches',
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
 log = logging.getLogger('a3tune')
 
@@ -209,7 +217,8 @@ class A3Trainer(Trainer):
                  a3_config:A3TuneConfig|None=None, # default: the model's `a3tune_config`
                  **kwargs): # other `Trainer` arguments (train_dataset, data_collator, processing_class, callbacks, ...)
         self.a3 = a3_config or getattr(model, 'a3tune_config', None) or A3TuneConfig()
-        if args is not None and args.remove_unused_columns: args = dataclasses.replace(args, remove_unused_columns=False)
+        args = args or training_args(self.a3, 'a3tune_run')
+        if args.remove_unused_columns: args = dataclasses.replace(args, remove_unused_columns=False)
         super().__init__(model=model, args=args, **kwargs)
         self.has_moe, self.unlabelled_seen = bool(a3moe_modules(model)), 0
         self.head_mask = HeadProfile.load(self.a3.head_profile).head_mask(self.a3.R) if self.a3.heads == 'static' else None
@@ -220,7 +229,8 @@ class A3Trainer(Trainer):
         w = self.a3.lam_warmup_steps
         return self.a3.lam * (min(1., (self.state.global_step + 1) / w) if w else 1.)
 
-# %% ../nbs/05_training.ipynb #adc305af
+# %% ../nbs/05_training.ipynb #2f0fa93c
+@patch
 def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bool):
     "Run the model with the A³ spans; return (outputs, context, recorder)."
     a3 = inputs['_a3']
@@ -232,16 +242,17 @@ def _forward(self:A3Trainer, model, inputs:dict, num_items_in_batch, align_on:bo
     if num_items_in_batch is not None and self.model_accepts_loss_kwargs: kw['num_items_in_batch'] = num_items_in_batch
     return model(**kw), ctx, rec
 
+@patch
 def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
-    "(term to add, per-batch mean for the logs) of the language-model loss, scaled like the stock Trainer."
+    "(term to add, summed token loss of the batch, its token count) of the language-model loss, scaled like the stock Trainer."
+    n_local = (labels[:, 1:] != -100).sum()
     if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
-        n_local = (labels[:, 1:] != -100).sum().clamp_min(1)
         scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-        return out.loss * scale, (out.loss.detach() * num_items_in_batch / n_local)
-    return out.loss / ga, out.loss.detach()
-A3Trainer._forward, A3Trainer._lm_term = _forward, _lm_term
+        return out.loss * scale, out.loss.detach() * num_items_in_batch, n_local
+    return out.loss / ga, out.loss.detach() * n_local, n_local
 
-# %% ../nbs/05_training.ipynb #bfc5fe2a
+# %% ../nbs/05_training.ipynb #f3bb37d7
+@patch
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
     rows, vis, valid = rec.result(), a3['visual_mask'], a3['seg_valid']
@@ -255,9 +266,8 @@ def _align_term(self:A3Trainer, rec, a3:dict):
     st = dict(heads_R=hm[lab].float().sum((1, 2)).mean(), heads_ratio_sel=(ratio * hm)[lab].sum((1, 2)).div(hm[lab].sum((1, 2))).mean(),
               heads_ratio_all=ratio[lab].mean(), attn_in_mask=al.in_mask[lab].nansum(), in_mask_n=lab.sum())
     return a, st
-A3Trainer._align_term = _align_term
 
-# %% ../nbs/05_training.ipynb #bf456d87
+# %% ../nbs/05_training.ipynb #14848938
 @torch.no_grad()
 def routing_stats(ctx:A3Context)->dict:
     "Mean Q-routing entropy and K-MoE max relative load over layers."
@@ -270,8 +280,9 @@ def routing_stats(ctx:A3Context)->dict:
         st['k_max_load'] = torch.stack([l.max() * l.numel() for l in loads]).mean()
     return st
 
-# %% ../nbs/05_training.ipynb #f430bc5f
-def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
+# %% ../nbs/05_training.ipynb #acdd49c2
+@patch
+def compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     "L_LLM + λ·L_align (+ balance), each term normalised over the accumulated batch."
     a3 = {k: inputs.pop(k) for k in A3_KEYS if k in inputs}
     if 'visual_mask' not in a3: raise ValueError("the batch lacks A³Tune's spans (visual_mask, ...): use a3tune.data.A3Collator as the data collator")
@@ -280,9 +291,9 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
     align_on = lam > 0 and bool(valid.any())
     out, ctx, rec = self._forward(model, {**inputs, '_a3': a3}, num_items_in_batch, align_on)
     ga = getattr(self, 'current_gradient_accumulation_steps', self.args.gradient_accumulation_steps) if model.training else 1
-    loss, lm_mean = self._lm_term(out, inputs['labels'], num_items_in_batch, ga)
+    loss, lm_sum, n_tok = self._lm_term(out, inputs['labels'], num_items_in_batch, ga)
     n_lab = valid.any(-1).sum()
-    st = dict(batches=1, samples=len(valid), labelled=n_lab, lm_loss=lm_mean)
+    st = dict(batches=1, samples=len(valid), labelled=n_lab, lm_loss=lm_sum, lm_tokens=n_tok)
     if align_on:
         a, hst = self._align_term(rec, a3)
         if torch.isfinite(a): loss = loss + lam * a / ga; st.update(hst, align_batches=1, align_loss=a.detach())
@@ -296,22 +307,23 @@ def _compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items
         st.update(routing_stats(ctx), moe_batches=1)
     if model.training: self._accumulate(st); self.unlabelled_seen += len(valid) - int(n_lab)
     return (loss, out) if return_outputs else loss
-A3Trainer.compute_loss = _compute_loss
 
-# %% ../nbs/05_training.ipynb #3b5376f0
+# %% ../nbs/05_training.ipynb #28d83f65
+@patch
 def _accumulate(self:A3Trainer, st:dict):
     v = torch.zeros(len(STATS), dtype=torch.float64)
     for k, x in st.items(): v[STATS.index(k)] = float(x)
     self._acc += v
 
-def _log(self:A3Trainer, logs:dict, start_time=None):
+@patch
+def log(self:A3Trainer, logs:dict, start_time=None):
     "Add A³Tune's per-term means to the Trainer's training logs."
     if 'loss' in logs:
         acc = self._acc.clone()
         if self.accelerator.num_processes > 1: acc = self.accelerator.reduce(acc.to(self.accelerator.device), 'sum').cpu()
         s, self._acc = dict(zip(STATS, acc.tolist())), torch.zeros_like(self._acc)
         div = lambda k, n: round(s[k] / s[n], 6) if s[n] else float('nan')
-        logs.update(lm_loss=div('lm_loss', 'batches'), align_loss=div('align_loss', 'align_batches'), **{'lambda': self.current_lambda()},
+        logs.update(lm_loss=div('lm_loss', 'lm_tokens'), align_loss=div('align_loss', 'align_batches'), **{'lambda': self.current_lambda()},
                     labelled_frac=div('labelled', 'samples'), align_nan_batches=int(s['nan_batches']),
                     heads_R=div('heads_R', 'align_batches'), heads_ratio_sel=div('heads_ratio_sel', 'align_batches'),
                     heads_ratio_all=div('heads_ratio_all', 'align_batches'), attn_in_mask=div('attn_in_mask', 'in_mask_n'))
@@ -320,10 +332,9 @@ def _log(self:A3Trainer, logs:dict, start_time=None):
         tot = torch.tensor([float(self.unlabelled_seen)])
         if self.accelerator.num_processes > 1: tot = self.accelerator.reduce(tot.to(self.accelerator.device), 'sum').cpu()
         logs['unlabelled_samples'] = int(tot.item())
-    super(A3Trainer, self).log(logs, start_time)
-A3Trainer._accumulate, A3Trainer.log = _accumulate, _log
+    Trainer.log(self, logs, start_time)
 
-# %% ../nbs/05_training.ipynb #d31b1b9e
+# %% ../nbs/05_training.ipynb #2a7652ab
 A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
@@ -348,7 +359,7 @@ def check_base(model, fp:dict, where='adapter'):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
 
-# %% ../nbs/05_training.ipynb #a19a0653
+# %% ../nbs/05_training.ipynb #4411a9c6
 def _moe_tensors(model, state_dict=None)->dict:
     "A³MoE tensors keyed like `a3moe_state_dict`, taken from `state_dict` when given (ZeRO-3 / FSDP)."
     if state_dict is None: return a3moe_state_dict(model)
@@ -378,7 +389,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     return out
 
-# %% ../nbs/05_training.ipynb #45451421
+# %% ../nbs/05_training.ipynb #fdbb01a0
 def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
@@ -413,7 +424,8 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
     return load_a3tune_weights(model, path).eval()
 
-# %% ../nbs/05_training.ipynb #1498417e
+# %% ../nbs/05_training.ipynb #5d8ebce2
+@patch
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
     "Write an A³Tune adapter directory (main process only)."
     output_dir = output_dir or self.args.output_dir
@@ -422,16 +434,16 @@ def _save(self:A3Trainer, output_dir=None, state_dict=None):
     if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
     torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+@patch
 def _load_from_checkpoint(self:A3Trainer, resume_from_checkpoint, model=None):
     "Load the adapter weights of a checkpoint (the Trainer then restores optimiser and scheduler)."
     load_a3tune_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
+@patch
 def _load_best_model(self:A3Trainer):
     load_a3tune_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
-A3Trainer._save, A3Trainer._load_from_checkpoint, A3Trainer._load_best_model = _save, _load_from_checkpoint, _load_best_model
-
-# %% ../nbs/05_training.ipynb #1ccfa12d
+# %% ../nbs/05_training.ipynb #83bb332f
 def merge_lora(model)->nn.Module:
     "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
@@ -439,7 +451,7 @@ def merge_lora(model)->nn.Module:
     m.a3tune_config = cfg
     return m
 
-# %% ../nbs/05_training.ipynb #76c67b88
+# %% ../nbs/05_training.ipynb #1ee9b843
 def train(model, # base model (HF LLaVA-family)
           processor, # its processor
           ds:A3Dataset, # training data (with labels joined)
@@ -460,7 +472,7 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
-# %% ../nbs/05_training.ipynb #41e89cf2
+# %% ../nbs/05_training.ipynb #a4bb83b2
 def _train_parser():
     p = argparse.ArgumentParser(prog='a3tune train', description='Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment).')
     p.add_argument('model', help='base model: local directory or Hugging Face Hub id (with its processor)')
@@ -483,7 +495,7 @@ def _config(a)->A3TuneConfig:
     if a.config: cfg = cfg.update(json.loads(Path(a.config).read_text()))
     return cfg.update(a.set)
 
-# %% ../nbs/05_training.ipynb #f82d3b61
+# %% ../nbs/05_training.ipynb #026ddd1a
 def train_cli(argv:list=None, # arguments after `a3tune train`
              )->int:
     "Engine of `a3tune train`: load model, data and labels, check them, train, save the adapter."
@@ -504,6 +516,5 @@ def train_cli(argv:list=None, # arguments after `a3tune train`
         print(f"a3tune: adapter saved to {a.out}\n" + json.dumps(s))
     return 0
 
-# %% ../nbs/05_training.ipynb #fa98abdd
-#| eval: false
-if __name__ == '__main__': sys.exit(train_cli())
+# %% ../nbs/05_training.ipynb #11f21a7b
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(train_cli())   # run as a module, not in a notebook

