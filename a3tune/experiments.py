@@ -7,29 +7,28 @@ __all__ = ['SCORER_TEXTS', 'PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS
            'phantom_features', 'PhantomScorer', 'fit_phantom_scorer', 'weak_label_file', 'write_gt_labels',
            'label_quality', 'phantom_config', 'finetune_phantom', 'phantom_forward', 'evaluate_phantom', 'summarize',
            'prepare_seed', 'subset_json', 'run_phantom', 'base_sha', 'run_grid', 'aggregate', 'paired_delta',
-           'results_table', 'table_specs', 'organ_specs', 'ablation_specs', 'prompt_routing', 'attention_figure',
-           'slake_words', 'run_slake', 'run_slake_grid', 'demo_report', 'demo', 'demo_cli']
+           'results_table', 'table_specs', 'organ_specs', 'ablation_specs', 'attention_figure', 'slake_words',
+           'run_slake', 'run_slake_grid', 'demo_report', 'demo', 'demo_cli']
 
-# %% ../nbs/06_experiments.ipynb #806f9563
+# %% ../nbs/06_experiments.ipynb #658cdbc6
 import argparse, hashlib, json, math, re, sys, time
-from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from scipy import ndimage
 from tqdm.auto import tqdm
 from .preliminaries import set_threads, get_adapter, attention_rows, visual_map_eq2, tiny_llava
-from .phantom import (ORGANS, make_phantom_set, phantom_gt, phantom_image, phantom_prompt, write_phantom_dataset,
+from .phantom import (ORGANS, make_phantom_set, phantom_gt, phantom_image, write_phantom_dataset,
                             load_phantom_dataset, load_phantom_base, PHANTOM_BASE)
 from .weak_labels import (Felzenszwalb, Scorer, minilm_embed, train_projection, region_position, build_labels, read_samples,
                                 read_labels, rle_encode, rle_decode, mask_box, settings_hash, LABELS_FORMAT, LABELS_VERSION)
-from .a3moe import A3Context, a3moe_modules
+from .a3moe import a3moe_modules
 from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .data import load_data, join_labels, A3Dataset
 from .training import A3TuneConfig, train, load_a3tune
 from .evaluation import (vqa_table, attention_metrics, gt_grid, model_view, view_mask, show_attention, load_slake, slake_items,
-                               attention_records)
+                               attention_records, vqa_inputs, vqa_prompt, a3_generation_context)
 
-# %% ../nbs/06_experiments.ipynb #a24580a5
+# %% ../nbs/06_experiments.ipynb #f667a177
 def phantom_segmenter()->Felzenszwalb:
     "The segmenter used for phantoms: Felzenszwalb at the image's own 48 px, segments ≥ 0.2 % of the image."
     return Felzenszwalb(work_size=None, min_area=2e-3)
@@ -48,7 +47,7 @@ def phantom_features(img:np.ndarray, # [H, W, 3] or [H, W] uint8 phantom
                                    region_position(segs.boxes[i], m.sum(), segs.size)]))
     return torch.tensor(np.array(out), dtype=torch.float32) if out else torch.zeros(0, 21)
 
-# %% ../nbs/06_experiments.ipynb #4a055cd2
+# %% ../nbs/06_experiments.ipynb #e8735622
 class PhantomScorer(Scorer):
     "Frozen MiniLM question embedding vs a linear projection of a segment's phantom features."
     def __init__(self, proj:nn.Linear): self.proj = proj.eval()
@@ -63,7 +62,7 @@ SCORER_TEXTS = {**{o: [o, f'the {o}', f'is there a {o}', f'where is the {o}', f'
                 'lesion': ['lesion', 'the lesion', 'a lesion', 'is there a lesion', 'which side has the lesion'],
                 'enlarged': ['enlarged organ', 'the enlarged organ', 'is there an enlarged organ', 'where is the enlarged organ']}
 
-# %% ../nbs/06_experiments.ipynb #a4bfc37d
+# %% ../nbs/06_experiments.ipynb #0c4c990a
 def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                        seed:int=5, # seed of those phantoms and of the fit
                        steps:int=400, # optimiser steps of `train_projection`
@@ -84,7 +83,7 @@ def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                 if big.get(it['image_id']) == name: X.append(f[j]); L.append('enlarged')
     return PhantomScorer(train_projection(torch.stack(X), L, SCORER_TEXTS, steps=steps, seed=seed))
 
-# %% ../nbs/06_experiments.ipynb #863062de
+# %% ../nbs/06_experiments.ipynb #df464cf4
 def weak_label_file(json_path, # a phantom set written by `write_phantom_dataset`
                     out, # label file (JSONL) to write
                     scorer:Scorer, # e.g. `fit_phantom_scorer()`
@@ -112,7 +111,7 @@ def write_gt_labels(items:list, # the phantom items of the set
     Path(out).write_text(''.join(json.dumps(l) + '\n' for l in lines))
     return Path(out)
 
-# %% ../nbs/06_experiments.ipynb #0ee01d00
+# %% ../nbs/06_experiments.ipynb #473ee413
 def label_quality(items:list, # phantom items with ground truth
                   label_path, # a label file for them
                   k:int=None, # judge only the first `k` segments (all when None)
@@ -126,7 +125,7 @@ def label_quality(items:list, # phantom items with ground truth
         res.setdefault(it['qtype'], []).append((ok[:1] == [True], any(ok)))
     return {q: dict(top1=float(np.mean([a for a, _ in v])), topk=float(np.mean([b for _, b in v])), n=len(v)) for q, v in sorted(res.items())}
 
-# %% ../nbs/06_experiments.ipynb #bae1679a
+# %% ../nbs/06_experiments.ipynb #611e2d88
 PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16., lora_rank=8,
                    lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=3, warmup=0.05, gradient_checkpointing=False,
                    bf16='false', logging_steps=20, save_steps=10**6, save_total_limit=None)
@@ -150,27 +149,23 @@ def finetune_phantom(json_path, # phantom training set (LLaVA JSON)
     tr = train(model, proc, ds, cfg, out, disable_tqdm=not progress, log_level='error')
     return tr.model.eval(), proc, tr
 
-# %% ../nbs/06_experiments.ipynb #a4c255a2
+# %% ../nbs/06_experiments.ipynb #791f8573
 @torch.no_grad()
 def phantom_forward(model, processor, items:list, # phantom items, one batch
                     R:int=4, # heads of the Eq. 9 map
                    )->tuple: # (predictions, Eq. 2 maps [B, rows, cols], Eq. 9 maps [B, rows, cols])
     "Answer and attention maps of the question tokens for a batch of phantom items."
     tok, ad = processor.tokenizer, get_adapter(model)
-    side, tok.padding_side = tok.padding_side, 'left'
-    try: inputs = dict(processor(images=[phantom_image(it) for it in items], text=[phantom_prompt(processor, it['question']) for it in items],
-                                 return_tensors='pt', padding=True))
-    finally: tok.padding_side = side
+    inputs = dict(vqa_inputs(processor, [phantom_image(it) for it in items], [vqa_prompt(processor, it['question']) for it in items], 'left'))
     vis = ad.visual_mask(inputs['input_ids'])
     query = (vis.long().cumsum(-1) == vis.sum(-1, keepdim=True)) & ~vis            # the text after the image
-    if a3moe_modules(model): inputs['a3ctx'] = A3Context.from_inputs(inputs['input_ids'], ad.image_token_id, inputs['attention_mask'])
-    ar, out = attention_rows(model, inputs, query, return_outputs=True)
+    with a3_generation_context(model, inputs): ar, out = attention_rows(model, inputs, query, return_outputs=True)
     pred = [p.strip() for p in tok.batch_decode(out.logits[:, -1].argmax(-1)[:, None], skip_special_tokens=True)]
     hm = select_heads(visual_attention_ratio(ar.probs, vis, ar.row_mask), R)
     g = (len(items), *ad.grid(processor))
     return pred, visual_map_eq2(ar.probs, vis, ar.row_mask).reshape(g), visual_map(ar.probs, hm, vis, ar.row_mask).reshape(g)
 
-# %% ../nbs/06_experiments.ipynb #8183f88a
+# %% ../nbs/06_experiments.ipynb #22b7ee5b
 def evaluate_phantom(model, processor, items:list, # phantom test items
                      bs:int=64, # batch size
                      R:int=4, # heads of the Eq. 9 map
@@ -199,7 +194,7 @@ def summarize(recs:list)->dict:
         res[f'mass_{q}'] = float(np.nanmean([r['mass_in_gt'] for r in sel]))
     return res
 
-# %% ../nbs/06_experiments.ipynb #0c40ed4c
+# %% ../nbs/06_experiments.ipynb #8795f08d
 def prepare_seed(work, # working folder for data and labels
                  seed:int, # training-set seed (phantom seed 100 + seed)
                  scorer:Scorer, # the weak-label scorer
@@ -238,7 +233,7 @@ def run_phantom(spec:dict, # {name, seed, labels: 'weak' | 'gt' | None, cfg: ove
     t1 = time.time(); recs = evaluate_phantom(model, proc, [it for it in test_items if not qt or it['qtype'] in qt], R=cfg.R)
     return dict(spec, train_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1), steps=tr.state.global_step, **summarize(recs)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #c69168f4
+# %% ../nbs/06_experiments.ipynb #528be95f
 def _key(s): return f"{s['name']}|{s.get('seed', 0)}"
 
 def base_sha(base=None)->str:
@@ -270,7 +265,7 @@ def run_grid(specs:list, # run specs (see `run_phantom`)
             done.append(dict(r, base_sha=sha)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return [r for r in done if _key(r) in {_key(s) for s in specs}]
 
-# %% ../nbs/06_experiments.ipynb #6cc94897
+# %% ../nbs/06_experiments.ipynb #3817f980
 METRICS = ('closed', 'open', 'coverage', 'intensity', 'mass_in_gt', 'mass_topR')
 
 def aggregate(results:list, # result dicts from `run_grid`
@@ -298,7 +293,7 @@ def results_table(results:list, metrics=METRICS, ref:str=None)->str:
         lines.append(f"| {n} | {next(iter(a.values()))[2]} | " + ' | '.join([f(a[m]) for m in metrics] + d) + ' |')
     return '\n'.join(lines)
 
-# %% ../nbs/06_experiments.ipynb #280e0781
+# %% ../nbs/06_experiments.ipynb #d14edce4
 SEEDS = (0, 1, 2)
 ABLATIONS = {'A³Tune GT labels': dict(labels='gt'),
              **{f'R={r}': dict(cfg=dict(R=r)) for r in (1, 2, 8)},
@@ -323,20 +318,7 @@ def ablation_specs(seeds=SEEDS, names=None)->list:
     "One A³Tune variant per ablation (all of `ABLATIONS` when `names` is None), per seed."
     return [dict({'labels': 'weak', 'cfg': {}}, name=n, seed=sd, **ABLATIONS[n]) for sd in seeds for n in (names or ABLATIONS)]
 
-# %% ../nbs/06_experiments.ipynb #3c778162
-@contextmanager
-def prompt_routing(model):
-    "Within the block, plain forwards of an A³MoE `model` route from their own prompt (single forwards, not `generate`)."
-    if not a3moe_modules(model): yield model; return
-    iid = get_adapter(model).image_token_id
-    def hook(mod, args, kw):
-        if kw.get('a3ctx') is None and kw.get('input_ids') is not None:
-            kw['a3ctx'] = A3Context.from_inputs(kw['input_ids'], iid, kw.get('attention_mask'))
-        return args, kw
-    h = model.register_forward_pre_hook(hook, with_kwargs=True)
-    try: yield model
-    finally: h.remove()
-
+# %% ../nbs/06_experiments.ipynb #1308d672
 def attention_figure(models:dict, # title -> model
                      processor, # the models' processor
                      item:dict, # a phantom item
@@ -352,7 +334,7 @@ def attention_figure(models:dict, # title -> model
     fig.suptitle(f"{item['question']} → {item['answer']}", fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/06_experiments.ipynb #f28f1053
+# %% ../nbs/06_experiments.ipynb #9e49e1e1
 def slake_words(root)->list:
     "Every lower-cased word and punctuation mark of SLAKE's train and validate questions and answers."
     txt = ' '.join(f"{q['question']} {q['answer']}" for s in ('train', 'validate') for q in load_slake(root, s))
@@ -372,11 +354,11 @@ def run_slake(root, # SLAKE-mini folder (train.json, validate.json, imgs/)
         ds = A3Dataset(recs, imgs, join_labels(recs, labels, imgs) if labels else None)
         model = train(model, proc, ds, cfg, out, disable_tqdm=True, log_level='error').model
     model.eval(); t1 = time.time()
-    with prompt_routing(model): att = attention_records(model, proc, slake_items(root, 'validate'), root)
+    att = attention_records(model, proc, slake_items(root, 'validate'), root, R=cfg.R)
     res = {k: float(np.nanmean([r[k] for r in att])) for k in ('coverage', 'intensity', 'mass_in_gt')}
     return dict(res, n=sum(not math.isnan(r['mass_in_gt']) for r in att), train_s=round(t1 - t0, 1)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #e56a357d
+# %% ../nbs/06_experiments.ipynb #e8c4cedd
 def run_slake_grid(root, # SLAKE-mini folder
                    labels, # weak-label file for train.json
                    cache, # JSON results file (resumable)
@@ -394,7 +376,7 @@ def run_slake_grid(root, # SLAKE-mini folder
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
-# %% ../nbs/06_experiments.ipynb #40e028bc
+# %% ../nbs/06_experiments.ipynb #55ceb3f6
 def _figures(out, results, items, base, work, n):
     import matplotlib.pyplot as plt
     s = min(r['seed'] for r in results if r['name'] != 'base')
@@ -408,7 +390,7 @@ def _figures(out, results, items, base, work, n):
         p.parent.mkdir(parents=True, exist_ok=True); fig.savefig(p); plt.close(fig); paths.append(p)
     return paths
 
-# %% ../nbs/06_experiments.ipynb #6937a352
+# %% ../nbs/06_experiments.ipynb #0d5b3214
 def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:float)->str:
     "The markdown report of a demo run: settings, results table, paired differences, weak-label quality, figures, caveats."
     d = lambda m: paired_delta(results, 'A³Tune', 'LoRA', m)
@@ -431,7 +413,7 @@ def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:
              '  `nbs/06_experiments.ipynb` has three seeds and the ablations.']
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/06_experiments.ipynb #a4824e99
+# %% ../nbs/06_experiments.ipynb #8d6d4d36
 def demo(out='a3tune-demo', # output folder
          seeds=(0,), # training seeds (one LoRA and one A³Tune run each)
          n_train:int=200, n_test:int=150, # phantom images for training and test
@@ -459,7 +441,7 @@ def demo(out='a3tune-demo', # output folder
     (out/'report.md').write_text(demo_report(results, quality, settings, figs, wall)); bar.update(); bar.close()
     return dict(results=results, quality=quality, settings=settings, figures=[str(p) for p in figs], wall_s=round(wall, 1))
 
-# %% ../nbs/06_experiments.ipynb #3d0d3157
+# %% ../nbs/06_experiments.ipynb #e8b024c4
 def demo_cli(argv:list=None, # arguments after `a3tune demo`
             )->int:
     "Engine of `a3tune demo`: the end-to-end CPU demo (phantom data, weak labels, LoRA vs A³Tune, evaluation, report)."
