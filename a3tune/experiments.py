@@ -10,8 +10,9 @@ __all__ = ['SCORER_TEXTS', 'PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS
            'results_table', 'table_specs', 'organ_specs', 'ablation_specs', 'attention_figure', 'slake_words',
            'run_slake', 'run_slake_grid', 'demo_report', 'demo', 'demo_cli']
 
-# %% ../nbs/06_experiments.ipynb #658cdbc6
-import argparse, hashlib, json, math, re, sys, time
+# %% ../nbs/06_experiments.ipynb #945ba253
+import argparse, hashlib, io, json, math, re, sys, time
+from contextlib import redirect_stdout
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from scipy import ndimage
@@ -28,7 +29,7 @@ from .training import A3TuneConfig, train, load_a3tune
 from .evaluation import (vqa_table, attention_metrics, gt_grid, model_view, view_mask, show_attention, load_slake, slake_items,
                                attention_records, vqa_inputs, vqa_prompt, a3_generation_context)
 
-# %% ../nbs/06_experiments.ipynb #f667a177
+# %% ../nbs/06_experiments.ipynb #4df01e62
 def phantom_segmenter()->Felzenszwalb:
     "The segmenter used for phantoms: Felzenszwalb at the image's own 48 px, segments ≥ 0.2 % of the image."
     return Felzenszwalb(work_size=None, min_area=2e-3)
@@ -47,7 +48,7 @@ def phantom_features(img:np.ndarray, # [H, W, 3] or [H, W] uint8 phantom
                                    region_position(segs.boxes[i], m.sum(), segs.size)]))
     return torch.tensor(np.array(out), dtype=torch.float32) if out else torch.zeros(0, 21)
 
-# %% ../nbs/06_experiments.ipynb #e8735622
+# %% ../nbs/06_experiments.ipynb #b9dd5361
 class PhantomScorer(Scorer):
     "Frozen MiniLM question embedding vs a linear projection of a segment's phantom features."
     def __init__(self, proj:nn.Linear): self.proj = proj.eval()
@@ -62,7 +63,7 @@ SCORER_TEXTS = {**{o: [o, f'the {o}', f'is there a {o}', f'where is the {o}', f'
                 'lesion': ['lesion', 'the lesion', 'a lesion', 'is there a lesion', 'which side has the lesion'],
                 'enlarged': ['enlarged organ', 'the enlarged organ', 'is there an enlarged organ', 'where is the enlarged organ']}
 
-# %% ../nbs/06_experiments.ipynb #0c4c990a
+# %% ../nbs/06_experiments.ipynb #edfaec56
 def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                        seed:int=5, # seed of those phantoms and of the fit
                        steps:int=400, # optimiser steps of `train_projection`
@@ -83,7 +84,7 @@ def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                 if big.get(it['image_id']) == name: X.append(f[j]); L.append('enlarged')
     return PhantomScorer(train_projection(torch.stack(X), L, SCORER_TEXTS, steps=steps, seed=seed))
 
-# %% ../nbs/06_experiments.ipynb #df464cf4
+# %% ../nbs/06_experiments.ipynb #99d983ad
 def weak_label_file(json_path, # a phantom set written by `write_phantom_dataset`
                     out, # label file (JSONL) to write
                     scorer:Scorer, # e.g. `fit_phantom_scorer()`
@@ -111,7 +112,7 @@ def write_gt_labels(items:list, # the phantom items of the set
     Path(out).write_text(''.join(json.dumps(l) + '\n' for l in lines))
     return Path(out)
 
-# %% ../nbs/06_experiments.ipynb #473ee413
+# %% ../nbs/06_experiments.ipynb #85467ce6
 def label_quality(items:list, # phantom items with ground truth
                   label_path, # a label file for them
                   k:int=None, # judge only the first `k` segments (all when None)
@@ -125,7 +126,7 @@ def label_quality(items:list, # phantom items with ground truth
         res.setdefault(it['qtype'], []).append((ok[:1] == [True], any(ok)))
     return {q: dict(top1=float(np.mean([a for a, _ in v])), topk=float(np.mean([b for _, b in v])), n=len(v)) for q, v in sorted(res.items())}
 
-# %% ../nbs/06_experiments.ipynb #611e2d88
+# %% ../nbs/06_experiments.ipynb #844a2e52
 PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16., lora_rank=8,
                    lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=3, warmup=0.05, gradient_checkpointing=False,
                    bf16='false', logging_steps=20, save_steps=10**6, save_total_limit=None)
@@ -146,10 +147,10 @@ def finetune_phantom(json_path, # phantom training set (LLaVA JSON)
     model, proc = load_phantom_base(base)
     recs, root = load_data(json_path)
     ds = A3Dataset(recs, root, join_labels(recs, labels, root) if labels else None)
-    tr = train(model, proc, ds, cfg, out, disable_tqdm=not progress, log_level='error')
+    with redirect_stdout(io.StringIO()): tr = train(model, proc, ds, cfg, out, disable_tqdm=not progress, log_level='error')   # logs: `tr.state.log_history`
     return tr.model.eval(), proc, tr
 
-# %% ../nbs/06_experiments.ipynb #791f8573
+# %% ../nbs/06_experiments.ipynb #aefc7e42
 @torch.no_grad()
 def phantom_forward(model, processor, items:list, # phantom items, one batch
                     R:int=4, # heads of the Eq. 9 map
@@ -165,7 +166,7 @@ def phantom_forward(model, processor, items:list, # phantom items, one batch
     g = (len(items), *ad.grid(processor))
     return pred, visual_map_eq2(ar.probs, vis, ar.row_mask).reshape(g), visual_map(ar.probs, hm, vis, ar.row_mask).reshape(g)
 
-# %% ../nbs/06_experiments.ipynb #22b7ee5b
+# %% ../nbs/06_experiments.ipynb #946526b4
 def evaluate_phantom(model, processor, items:list, # phantom test items
                      bs:int=64, # batch size
                      R:int=4, # heads of the Eq. 9 map
@@ -194,7 +195,7 @@ def summarize(recs:list)->dict:
         res[f'mass_{q}'] = float(np.nanmean([r['mass_in_gt'] for r in sel]))
     return res
 
-# %% ../nbs/06_experiments.ipynb #8795f08d
+# %% ../nbs/06_experiments.ipynb #e0c90b0b
 def prepare_seed(work, # working folder for data and labels
                  seed:int, # training-set seed (phantom seed 100 + seed)
                  scorer:Scorer, # the weak-label scorer
@@ -233,7 +234,7 @@ def run_phantom(spec:dict, # {name, seed, labels: 'weak' | 'gt' | None, cfg: ove
     t1 = time.time(); recs = evaluate_phantom(model, proc, [it for it in test_items if not qt or it['qtype'] in qt], R=cfg.R)
     return dict(spec, train_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1), steps=tr.state.global_step, **summarize(recs)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #528be95f
+# %% ../nbs/06_experiments.ipynb #4d02d753
 def _key(s): return f"{s['name']}|{s.get('seed', 0)}"
 
 def base_sha(base=None)->str:
@@ -261,11 +262,11 @@ def run_grid(specs:list, # run specs (see `run_phantom`)
             if s['name'] == 'base':
                 model, proc = load_phantom_base(base)
                 r = dict(s, train_s=0., eval_s=0., steps=0, **summarize(evaluate_phantom(model, proc, te)))
-            else: r = run_phantom(s, paths, work/'runs'/_key(s).replace('|', '-').replace('³', '3'), te, base)[0]
+            else: r = run_phantom(s, paths, work/'runs'/_key(s).replace('|', '-').replace('³', '3'), te, base, progress)[0]
             done.append(dict(r, base_sha=sha)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return [r for r in done if _key(r) in {_key(s) for s in specs}]
 
-# %% ../nbs/06_experiments.ipynb #3817f980
+# %% ../nbs/06_experiments.ipynb #022f2a23
 METRICS = ('closed', 'open', 'coverage', 'intensity', 'mass_in_gt', 'mass_topR')
 
 def aggregate(results:list, # result dicts from `run_grid`
@@ -283,17 +284,20 @@ def paired_delta(results:list, name:str, ref:str, metric:str)->tuple:
     d = [by[(name, s)] - by[(ref, s)] for (n, s) in by if n == name and (ref, s) in by]
     return (float(np.mean(d)), float(np.std(d, ddof=1)) if len(d) > 1 else 0., len(d)) if d else (math.nan, math.nan, 0)
 
-def results_table(results:list, metrics=METRICS, ref:str=None)->str:
-    "A markdown table of `aggregate` (mean ± sd, n seeds), with paired Δ vs `ref` on mass in GT and closed accuracy."
+def results_table(results:list, metrics=METRICS, ref:str=None,
+                  deltas=('mass_in_gt', 'closed'), # metrics (those the results have) to show as paired Δ vs `ref`
+                 )->str:
+    "A markdown table of `aggregate` (mean ± sd, n seeds), with paired differences against the variant `ref`."
     agg = aggregate(results, metrics); f = lambda t: f"{t[0]:.3f} ± {t[1]:.3f}" if t[2] > 1 else f"{t[0]:.3f}"
-    extra = [f'Δ {m} vs {ref}' for m in ('mass_in_gt', 'closed')] if ref else []
-    lines = ['| variant | seeds | ' + ' | '.join(metrics + tuple(extra)) + ' |', '|---' * (2 + len(metrics) + len(extra)) + '|']
+    ds = [m for m in deltas if all(m in r for r in results)] if ref else []
+    extra = [f'Δ {m} vs {ref}' for m in ds]
+    lines = ['| variant | seeds | ' + ' | '.join(tuple(metrics) + tuple(extra)) + ' |', '|---' * (2 + len(metrics) + len(extra)) + '|']
     for n, a in agg.items():
-        d = [f(paired_delta(results, n, ref, m)) if n != ref else '–' for m in ('mass_in_gt', 'closed')] if ref else []
+        d = [f(paired_delta(results, n, ref, m)) if n != ref else '–' for m in ds]
         lines.append(f"| {n} | {next(iter(a.values()))[2]} | " + ' | '.join([f(a[m]) for m in metrics] + d) + ' |')
     return '\n'.join(lines)
 
-# %% ../nbs/06_experiments.ipynb #d14edce4
+# %% ../nbs/06_experiments.ipynb #93292f07
 SEEDS = (0, 1, 2)
 ABLATIONS = {'A³Tune GT labels': dict(labels='gt'),
              **{f'R={r}': dict(cfg=dict(R=r)) for r in (1, 2, 8)},
@@ -318,7 +322,7 @@ def ablation_specs(seeds=SEEDS, names=None)->list:
     "One A³Tune variant per ablation (all of `ABLATIONS` when `names` is None), per seed."
     return [dict({'labels': 'weak', 'cfg': {}}, name=n, seed=sd, **ABLATIONS[n]) for sd in seeds for n in (names or ABLATIONS)]
 
-# %% ../nbs/06_experiments.ipynb #1308d672
+# %% ../nbs/06_experiments.ipynb #b8e4c503
 def attention_figure(models:dict, # title -> model
                      processor, # the models' processor
                      item:dict, # a phantom item
@@ -334,7 +338,7 @@ def attention_figure(models:dict, # title -> model
     fig.suptitle(f"{item['question']} → {item['answer']}", fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/06_experiments.ipynb #9e49e1e1
+# %% ../nbs/06_experiments.ipynb #d5804b9a
 def slake_words(root)->list:
     "Every lower-cased word and punctuation mark of SLAKE's train and validate questions and answers."
     txt = ' '.join(f"{q['question']} {q['answer']}" for s in ('train', 'validate') for q in load_slake(root, s))
@@ -358,7 +362,7 @@ def run_slake(root, # SLAKE-mini folder (train.json, validate.json, imgs/)
     res = {k: float(np.nanmean([r[k] for r in att])) for k in ('coverage', 'intensity', 'mass_in_gt')}
     return dict(res, n=sum(not math.isnan(r['mass_in_gt']) for r in att), train_s=round(t1 - t0, 1)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #e8c4cedd
+# %% ../nbs/06_experiments.ipynb #4ce1838e
 def run_slake_grid(root, # SLAKE-mini folder
                    labels, # weak-label file for train.json
                    cache, # JSON results file (resumable)
@@ -376,7 +380,7 @@ def run_slake_grid(root, # SLAKE-mini folder
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
-# %% ../nbs/06_experiments.ipynb #55ceb3f6
+# %% ../nbs/06_experiments.ipynb #f795b161
 def _figures(out, results, items, base, work, n):
     import matplotlib.pyplot as plt
     s = min(r['seed'] for r in results if r['name'] != 'base')
@@ -390,7 +394,7 @@ def _figures(out, results, items, base, work, n):
         p.parent.mkdir(parents=True, exist_ok=True); fig.savefig(p); plt.close(fig); paths.append(p)
     return paths
 
-# %% ../nbs/06_experiments.ipynb #0d5b3214
+# %% ../nbs/06_experiments.ipynb #d4284011
 def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:float)->str:
     "The markdown report of a demo run: settings, results table, paired differences, weak-label quality, figures, caveats."
     d = lambda m: paired_delta(results, 'A³Tune', 'LoRA', m)
@@ -413,7 +417,7 @@ def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:
              '  `nbs/06_experiments.ipynb` has three seeds and the ablations.']
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/06_experiments.ipynb #8d6d4d36
+# %% ../nbs/06_experiments.ipynb #51cffa6b
 def demo(out='a3tune-demo', # output folder
          seeds=(0,), # training seeds (one LoRA and one A³Tune run each)
          n_train:int=200, n_test:int=150, # phantom images for training and test
@@ -439,9 +443,11 @@ def demo(out='a3tune-demo', # output folder
     (out/'results.md').write_text(results_table(results, ref='LoRA') + '\n')
     wall = time.time() - t0
     (out/'report.md').write_text(demo_report(results, quality, settings, figs, wall)); bar.update(); bar.close()
-    return dict(results=results, quality=quality, settings=settings, figures=[str(p) for p in figs], wall_s=round(wall, 1))
+    res = dict(results=results, quality=quality, settings=settings, figures=[str(p) for p in figs], wall_s=round(wall, 1))
+    (out/'summary.json').write_text(json.dumps(res, indent=1))
+    return res
 
-# %% ../nbs/06_experiments.ipynb #e8b024c4
+# %% ../nbs/06_experiments.ipynb #8194c399
 def demo_cli(argv:list=None, # arguments after `a3tune demo`
             )->int:
     "Engine of `a3tune demo`: the end-to-end CPU demo (phantom data, weak labels, LoRA vs A³Tune, evaluation, report)."
