@@ -10,7 +10,7 @@ __all__ = ['SCORER_TEXTS', 'PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS
            'results_table', 'table_specs', 'organ_specs', 'ablation_specs', 'attention_figure', 'slake_words',
            'run_slake', 'run_slake_grid', 'demo_report', 'demo', 'demo_cli']
 
-# %% ../nbs/06_experiments.ipynb #7d8f5e22
+# %% ../nbs/06_experiments.ipynb #9ec7c87b
 import argparse, hashlib, io, json, math, re, sys, time
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -29,7 +29,7 @@ from .training import A3TuneConfig, train, load_a3tune
 from .evaluation import (vqa_table, attention_metrics, gt_grid, model_view, view_mask, show_attention, load_slake, slake_items,
                                attention_records, vqa_inputs, vqa_prompt, a3_generation_context)
 
-# %% ../nbs/06_experiments.ipynb #fe88bbfb
+# %% ../nbs/06_experiments.ipynb #4268d011
 def phantom_segmenter()->Felzenszwalb:
     "The segmenter used for phantoms: Felzenszwalb at the image's own 48 px, segments ≥ 0.2 % of the image."
     return Felzenszwalb(work_size=None, min_area=2e-3)
@@ -48,7 +48,7 @@ def phantom_features(img:np.ndarray, # [H, W, 3] or [H, W] uint8 phantom
                                    region_position(segs.boxes[i], m.sum(), segs.size)]))
     return torch.tensor(np.array(out), dtype=torch.float32) if out else torch.zeros(0, 21)
 
-# %% ../nbs/06_experiments.ipynb #5b236dc2
+# %% ../nbs/06_experiments.ipynb #43ddd687
 class PhantomScorer(Scorer):
     "Frozen MiniLM question embedding vs a linear projection of a segment's phantom features."
     def __init__(self, proj:nn.Linear): self.proj = proj.eval()
@@ -63,7 +63,7 @@ SCORER_TEXTS = {**{o: [o, f'the {o}', f'is there a {o}', f'where is the {o}', f'
                 'lesion': ['lesion', 'the lesion', 'a lesion', 'is there a lesion', 'which side has the lesion'],
                 'enlarged': ['enlarged organ', 'the enlarged organ', 'is there an enlarged organ', 'where is the enlarged organ']}
 
-# %% ../nbs/06_experiments.ipynb #3a3f2d14
+# %% ../nbs/06_experiments.ipynb #8839e8ad
 def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                        seed:int=5, # seed of those phantoms and of the fit
                        steps:int=400, # optimiser steps of `train_projection`
@@ -84,7 +84,7 @@ def fit_phantom_scorer(n_images:int=150, # pre-training phantoms to learn from
                 if big.get(it['image_id']) == name: X.append(f[j]); L.append('enlarged')
     return PhantomScorer(train_projection(torch.stack(X), L, SCORER_TEXTS, steps=steps, seed=seed))
 
-# %% ../nbs/06_experiments.ipynb #32b92aed
+# %% ../nbs/06_experiments.ipynb #846a8c34
 def weak_label_file(json_path, # a phantom set written by `write_phantom_dataset`
                     out, # label file (JSONL) to write
                     scorer:Scorer, # e.g. `fit_phantom_scorer()`
@@ -112,7 +112,7 @@ def write_gt_labels(items:list, # the phantom items of the set
     Path(out).write_text(''.join(json.dumps(l) + '\n' for l in lines))
     return Path(out)
 
-# %% ../nbs/06_experiments.ipynb #b561c84e
+# %% ../nbs/06_experiments.ipynb #3b53bdaf
 def label_quality(items:list, # phantom items with ground truth
                   label_path, # a label file for them
                   k:int=None, # judge only the first `k` segments (all when None)
@@ -126,7 +126,7 @@ def label_quality(items:list, # phantom items with ground truth
         res.setdefault(it['qtype'], []).append((ok[:1] == [True], any(ok)))
     return {q: dict(top1=float(np.mean([a for a, _ in v])), topk=float(np.mean([b for _, b in v])), n=len(v)) for q, v in sorted(res.items())}
 
-# %% ../nbs/06_experiments.ipynb #e5baed2b
+# %% ../nbs/06_experiments.ipynb #afa20a2a
 PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16., lora_rank=8,
                    lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=3, warmup=0.05, gradient_checkpointing=False,
                    bf16='false', logging_steps=20, save_steps=10**6, save_total_limit=None)
@@ -150,7 +150,7 @@ def finetune_phantom(json_path, # phantom training set (LLaVA JSON)
     with redirect_stdout(io.StringIO()): tr = train(model, proc, ds, cfg, out, disable_tqdm=not progress, log_level='error')   # logs: `tr.state.log_history`
     return tr.model.eval(), proc, tr
 
-# %% ../nbs/06_experiments.ipynb #d636e7df
+# %% ../nbs/06_experiments.ipynb #b3e2fb20
 @torch.no_grad()
 def phantom_forward(model, processor, items:list, # phantom items, one batch
                     R:int=4, # heads of the Eq. 9 map
@@ -166,7 +166,7 @@ def phantom_forward(model, processor, items:list, # phantom items, one batch
     g = (len(items), *ad.grid(processor))
     return pred, visual_map_eq2(ar.probs, vis, ar.row_mask).reshape(g), visual_map(ar.probs, hm, vis, ar.row_mask).reshape(g)
 
-# %% ../nbs/06_experiments.ipynb #e3f62a62
+# %% ../nbs/06_experiments.ipynb #6227b07e
 def evaluate_phantom(model, processor, items:list, # phantom test items
                      bs:int=64, # batch size
                      R:int=4, # heads of the Eq. 9 map
@@ -195,7 +195,7 @@ def summarize(recs:list)->dict:
         res[f'mass_{q}'] = float(np.nanmean([r['mass_in_gt'] for r in sel]))
     return res
 
-# %% ../nbs/06_experiments.ipynb #502e0d37
+# %% ../nbs/06_experiments.ipynb #cb3c218e
 def prepare_seed(work, # working folder for data and labels
                  seed:int, # training-set seed (phantom seed 100 + seed)
                  scorer:Scorer, # the weak-label scorer
@@ -234,7 +234,7 @@ def run_phantom(spec:dict, # {name, seed, labels: 'weak' | 'gt' | None, cfg: ove
     t1 = time.time(); recs = evaluate_phantom(model, proc, [it for it in test_items if not qt or it['qtype'] in qt], R=cfg.R)
     return dict(spec, train_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1), steps=tr.state.global_step, **summarize(recs)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #0bc3ea19
+# %% ../nbs/06_experiments.ipynb #ef7c7eef
 def _key(s): return f"{s['name']}|{s.get('seed', 0)}"
 
 def base_sha(base=None)->str:
@@ -266,7 +266,7 @@ def run_grid(specs:list, # run specs (see `run_phantom`)
             done.append(dict(r, base_sha=sha)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return [r for r in done if _key(r) in {_key(s) for s in specs}]
 
-# %% ../nbs/06_experiments.ipynb #076bdda9
+# %% ../nbs/06_experiments.ipynb #09de4c38
 METRICS = ('closed', 'open', 'coverage', 'intensity', 'mass_in_gt', 'mass_topR')
 
 def aggregate(results:list, # result dicts from `run_grid`
@@ -297,7 +297,7 @@ def results_table(results:list, metrics=METRICS, ref:str=None,
         lines.append(f"| {n} | {next(iter(a.values()))[2]} | " + ' | '.join([f(a[m]) for m in metrics] + d) + ' |')
     return '\n'.join(lines)
 
-# %% ../nbs/06_experiments.ipynb #48a46f47
+# %% ../nbs/06_experiments.ipynb #6a249fff
 SEEDS = (0, 1, 2)
 ABLATIONS = {'A³Tune GT labels': dict(labels='gt'),
              **{f'R={r}': dict(cfg=dict(R=r)) for r in (1, 2, 8)},
@@ -322,7 +322,7 @@ def ablation_specs(seeds=SEEDS, names=None)->list:
     "One A³Tune variant per ablation (all of `ABLATIONS` when `names` is None), per seed."
     return [dict({'labels': 'weak', 'cfg': {}}, name=n, seed=sd, **ABLATIONS[n]) for sd in seeds for n in (names or ABLATIONS)]
 
-# %% ../nbs/06_experiments.ipynb #c3066546
+# %% ../nbs/06_experiments.ipynb #0f34e4ec
 def attention_figure(models:dict, # title -> model
                      processor, # the models' processor
                      item:dict, # a phantom item
@@ -338,7 +338,7 @@ def attention_figure(models:dict, # title -> model
     fig.suptitle(f"{item['question']} → {item['answer']}", fontsize=9); fig.tight_layout()
     return fig
 
-# %% ../nbs/06_experiments.ipynb #9eb059a9
+# %% ../nbs/06_experiments.ipynb #7920c411
 def slake_words(root)->list:
     "Every lower-cased word and punctuation mark of SLAKE's train and validate questions and answers."
     txt = ' '.join(f"{q['question']} {q['answer']}" for s in ('train', 'validate') for q in load_slake(root, s))
@@ -362,7 +362,7 @@ def run_slake(root, # SLAKE-mini folder (train.json, validate.json, imgs/)
     res = {k: float(np.nanmean([r[k] for r in att])) for k in ('coverage', 'intensity', 'mass_in_gt')}
     return dict(res, n=sum(not math.isnan(r['mass_in_gt']) for r in att), train_s=round(t1 - t0, 1)), model, proc
 
-# %% ../nbs/06_experiments.ipynb #bc336c5a
+# %% ../nbs/06_experiments.ipynb #731c1ca5
 def run_slake_grid(root, # SLAKE-mini folder
                    labels, # weak-label file for train.json
                    cache, # JSON results file (resumable)
@@ -380,7 +380,7 @@ def run_slake_grid(root, # SLAKE-mini folder
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
-# %% ../nbs/06_experiments.ipynb #44fdf3b9
+# %% ../nbs/06_experiments.ipynb #0df1e708
 def _figures(out, results, items, base, work, n):
     import matplotlib.pyplot as plt
     s = min(r['seed'] for r in results if r['name'] != 'base')
@@ -394,7 +394,7 @@ def _figures(out, results, items, base, work, n):
         p.parent.mkdir(parents=True, exist_ok=True); fig.savefig(p); plt.close(fig); paths.append(p)
     return paths
 
-# %% ../nbs/06_experiments.ipynb #d55e3dee
+# %% ../nbs/06_experiments.ipynb #0b751d42
 def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:float)->str:
     "The markdown report of a demo run: settings, results table, paired differences, weak-label quality, figures, caveats."
     d = lambda m: paired_delta(results, 'A³Tune', 'LoRA', m)
@@ -417,7 +417,7 @@ def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:
              '  `nbs/06_experiments.ipynb` has three seeds and the ablations.']
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/06_experiments.ipynb #8846251d
+# %% ../nbs/06_experiments.ipynb #d6117fef
 def demo(out='a3tune-demo', # output folder
          seeds=(0,), # training seeds (one LoRA and one A³Tune run each)
          n_train:int=200, n_test:int=150, # phantom images for training and test
@@ -447,7 +447,7 @@ def demo(out='a3tune-demo', # output folder
     (out/'summary.json').write_text(json.dumps(res, indent=1))
     return res
 
-# %% ../nbs/06_experiments.ipynb #da904c9b
+# %% ../nbs/06_experiments.ipynb #1bf83238
 def demo_cli(argv:list=None, # arguments after `a3tune demo`
             )->int:
     "Engine of `a3tune demo`: the end-to-end CPU demo (phantom data, weak labels, LoRA vs A³Tune, evaluation, report)."
