@@ -5,10 +5,11 @@
 # %% auto #0
 __all__ = ['COMMANDS', 'main']
 
-# %% ../nbs/07_cli.ipynb #70d1c85d
+# %% ../nbs/07_cli.ipynb #7b98ded6
 import sys, importlib
+from fastcore.imports import in_ipython
 
-# %% ../nbs/07_cli.ipynb #2ef492c5
+# %% ../nbs/07_cli.ipynb #a546dc81
 COMMANDS = {'labels': ('a3tune.weak_labels', 'labels_cli', 'build prompt-aware weak labels (SAM + CLIP scorer, top-K)'),
             'train':  ('a3tune.training', 'train_cli', 'fine-tune a LLaVA-family model with A³Tune'),
             'eval':   ('a3tune.evaluation', 'eval_cli', 'generate answers, compute VQA and attention metrics'),
@@ -30,3 +31,6 @@ def main(argv:list=None, # arguments after the program name; `sys.argv[1:]` when
     mod, fn, _ = COMMANDS[cmd]
     res = getattr(importlib.import_module(mod), fn)(rest)
     return int(res or 0)
+
+# %% ../nbs/07_cli.ipynb #524636a6
+if __name__ == '__main__' and not in_ipython(): sys.exit(main())

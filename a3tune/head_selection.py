@@ -131,19 +131,13 @@ def _mask_logits(s, mask, rows):
     if mask.dtype == torch.bool: mask = torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float('-inf'))
     return s + mask.to(s.dtype)                                                     # additive: nothing [B, h, Q, T] is saved
 
-def _layer_probs(rec, i):
-    q, k = rec.q[i].float(), rec.k[i].float()
-    B, H, Q, D = q.shape; Hkv, T = k.shape[1], k.shape[2]
-    s = (q.view(B, Hkv, H // Hkv, Q, D) @ k[:, :, None].transpose(-1, -2)).view(B, H, Q, T)
-    return _mask_logits(s, rec.mask[i], rec.rows).softmax(-1)
-
 @torch.no_grad()
 def recorded_ratio(rec, # an `AttentionRecorder` after the forward (`a3tune.preliminaries`)
                    visual_mask:torch.Tensor, # `[B, T]` bool visual key positions
                   )->torch.Tensor: # `[B, L, H]` Eq. 8 ratios
     "Eq. 8 for every head from a recorder, one layer at a time, without gradient."
     if not rec.q: raise RuntimeError("the recorder is empty: run the forward with a3_rows=rec on an 'a3_sdpa' model")
-    return torch.stack([visual_attention_ratio(_layer_probs(rec, i)[:, None], visual_mask, rec.row_mask)[:, 0]
+    return torch.stack([visual_attention_ratio(rec.layer_probs(i)[:, None], visual_mask, rec.row_mask)[:, 0]
                         for i in sorted(rec.q)], 1)
 
 # %% ../nbs/03_head_selection.ipynb #e4562cf3

@@ -8,7 +8,7 @@ __all__ = ['SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'set_threads', 'tiny
            'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'enable_attention_rows', 'attention_rows',
            'gather_visual', 'visual_map_eq2']
 
-# %% ../nbs/00_preliminaries.ipynb #195ce458
+# %% ../nbs/00_preliminaries.ipynb #56d5a7cb
 import os, math
 from dataclasses import dataclass
 import numpy as np, torch
@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
 
-# %% ../nbs/00_preliminaries.ipynb #5450ec64
+# %% ../nbs/00_preliminaries.ipynb #14ec4e76
 def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, else 1
                )->int:
     "Set torch's intra-op thread count explicitly and return it."
@@ -26,7 +26,7 @@ def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, 
     torch.set_num_threads(n)
     return n
 
-# %% ../nbs/00_preliminaries.ipynb #e80da336
+# %% ../nbs/00_preliminaries.ipynb #eba56ebd
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>', '<image>']
 BASE_WORDS = ('user assistant : ? . , ; / - ( ) what where which who how is are does do can there a an the in of on to '
               'this that image picture scan organ organs lesion lesions abnormality abnormalities left right upper lower '
@@ -51,7 +51,7 @@ def tiny_tokenizer(words=(), # extra words for the vocabulary (lower-cased)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    unk_token='<unk>', extra_special_tokens={'image_token': '<image>'})
 
-# %% ../nbs/00_preliminaries.ipynb #2bd5c45b
+# %% ../nbs/00_preliminaries.ipynb #0d1a309e
 def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-to-square) or 'squash'
                          image_size:int=32, # side of the square model input
                         ):
@@ -62,7 +62,7 @@ def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-
     if kind == 'squash': return CLIPImageProcessor(size={'height': S, 'width': S}, do_center_crop=False)
     raise ValueError(f"image_processor={kind!r} is not known: choose 'crop', 'pad' or 'squash'.")
 
-# %% ../nbs/00_preliminaries.ipynb #af035798
+# %% ../nbs/00_preliminaries.ipynb #956c9818
 def tiny_llava(seed:int=0, # seed of the random weights
                image_size:int=32, # model input side in pixels
                patch_size:int=8, # vision patch side: (image_size/patch_size)**2 visual tokens
@@ -71,13 +71,14 @@ def tiny_llava(seed:int=0, # seed of the random weights
                num_heads:int=4, # attention heads per layer
                num_kv_heads:int=None, # key/value heads (grouped-query attention when < num_heads)
                vision_hidden:int=32, # vision-tower width
+               vision_layers:int=1, # vision-tower depth
                words=(), # extra vocabulary words
                image_processor:str='crop', # preprocessing family, see `tiny_image_processor`
                **overrides # extra `LlavaConfig` fields
               ):
     "A randomly initialised, offline `LlavaForConditionalGeneration` and its `LlavaProcessor`: `(model, processor)`."
     tok, grid = tiny_tokenizer(words), image_size // patch_size
-    vc = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2*vision_hidden, num_hidden_layers=1,
+    vc = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2*vision_hidden, num_hidden_layers=vision_layers,
                           num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden)
     tc = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2*hidden_size,
                      num_hidden_layers=num_layers, num_attention_heads=num_heads,
@@ -95,7 +96,7 @@ def tiny_llava(seed:int=0, # seed of the random weights
                           chat_template=CHAT_TEMPLATE)
     return model, proc
 
-# %% ../nbs/00_preliminaries.ipynb #d23a781f
+# %% ../nbs/00_preliminaries.ipynb #17e976ca
 class LVLMAdapter:
     "Where A³Tune's pieces sit inside an HF LLaVA-family model."
     finders = {}   # model_type -> function(model) -> the language model (its `.layers` are the decoder layers)
@@ -139,7 +140,7 @@ def get_adapter(model)->LVLMAdapter:
     "The `LVLMAdapter` of `model`."
     return LVLMAdapter(model)
 
-# %% ../nbs/00_preliminaries.ipynb #206d279b
+# %% ../nbs/00_preliminaries.ipynb #6d7d093d
 @dataclass
 class ImageGeometry:
     "How an original image lands on the model's visual-token grid: `input = original * scale + offset`, per axis."
@@ -154,7 +155,7 @@ class ImageGeometry:
         e = torch.arange(n + 1, dtype=torch.float64) * (size / n)
         return (e - self.offset[axis]) / self.scale[axis]
 
-# %% ../nbs/00_preliminaries.ipynb #60a8916c
+# %% ../nbs/00_preliminaries.ipynb #62e8874a
 def _hw(d, *keys):
     d = d if isinstance(d, dict) else (vars(d) if d is not None else {})
     return [d.get(k) for k in keys]
@@ -197,7 +198,7 @@ def _square(processor):
     s = (ch if getattr(ip, 'do_center_crop', False) else None) or short or sh or 224
     return (s, s)
 
-# %% ../nbs/00_preliminaries.ipynb #5a813856
+# %% ../nbs/00_preliminaries.ipynb #a33391d8
 def _cell_overlap(edges, lo, hi):
     "Length of the overlap of cell i = [edges[i], edges[i+1]) with each interval [lo, hi) (broadcast): `[cells, ...]`."
     return (torch.minimum(edges[1:, None], hi) - torch.maximum(edges[:-1, None], lo)).clamp(min=0)
@@ -223,7 +224,7 @@ def region_to_grid(region, # bool/float mask `[H, W]` (or a stack `[K, H, W]`) o
     Wy, Wx = _cell_overlap(ey, py[None], py[None] + 1), _cell_overlap(ex, px[None], px[None] + 1)
     return ((Wy @ m @ Wx.T) / area).float()
 
-# %% ../nbs/00_preliminaries.ipynb #0cac7aba
+# %% ../nbs/00_preliminaries.ipynb #4c940877
 @dataclass
 class AttentionRows:
     "Attention probabilities of selected query rows over all keys."
@@ -240,7 +241,7 @@ def query_rows(query_mask, # bool `[B, T]`: the query positions
     row_mask = torch.arange(Q, device=qm.device)[None] < n[:, None]
     return torch.where(row_mask, rows, rows[:, :1]), row_mask
 
-# %% ../nbs/00_preliminaries.ipynb #61481817
+# %% ../nbs/00_preliminaries.ipynb #eff3268f
 class AttentionRecorder:
     "Collects, during one forward, what `attention_rows` needs from every decoder layer."
     def __init__(self, rows, row_mask): self.rows, self.row_mask, self.q, self.k, self.mask = rows, row_mask, {}, {}, {}
@@ -262,30 +263,66 @@ def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, d
 AttentionInterface.register('a3_sdpa', a3_sdpa_attention)
 AttentionMaskInterface.register('a3_sdpa', sdpa_mask)
 
-# %% ../nbs/00_preliminaries.ipynb #39120d34
+# %% ../nbs/00_preliminaries.ipynb #9ebe308e
 def _masked(s, mask, rows):
-    "Apply a layer's mask rows (`None` = causal without padding) to logits `s` `[B, H, Q, T]`."
+    "Apply a layer's mask rows (`None` = causal without padding) to logits `s` `[B, H, Q, T]`, in place."
     if mask is None:
         allowed = torch.arange(s.shape[-1], device=s.device)[None, None] <= rows.to(s.device)[:, :, None]   # [B, Q, T]
-        return s.masked_fill(~allowed[:, None], float('-inf'))
-    return s.masked_fill(~mask, float('-inf')) if mask.dtype == torch.bool else s + mask.float()
+        return s.masked_fill_(~allowed[:, None], float('-inf'))
+    return s.masked_fill_(~mask, float('-inf')) if mask.dtype == torch.bool else s.add_(mask.float())
+
+def _layer_probs(q, k, mask, rows, row_mask):
+    "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]`."
+    B, H, Q, D = q.shape; Hkv, T = k.shape[1], k.shape[2]; dt = torch.promote_types(q.dtype, torch.float32)
+    s = (q.to(dt).view(B, Hkv, H // Hkv, Q, D) @ k.to(dt)[:, :, None].transpose(-1, -2)).view(B, H, Q, T)   # GQA, no copy
+    p = torch.softmax(_masked(s, mask, rows), -1)
+    return p.masked_fill_(~row_mask.to(p.device)[:, None, :, None], 0.)
+
+class _RowsSoftmax(torch.autograd.Function):
+    "softmax(q kᵀ + mask) for the recorded rows of all layers; the backward recomputes one layer at a time."
+    @staticmethod
+    def forward(ctx, rows, row_mask, masks, *qk):
+        ctx.rows, ctx.row_mask, ctx.masks = rows, row_mask, masks
+        ctx.save_for_backward(*qk)
+        out = None
+        for j, m in enumerate(masks):   # one layer at a time into the output: no list of per-layer copies
+            p = _layer_probs(qk[2*j], qk[2*j+1], m, rows, row_mask)
+            if out is None: out = p.new_empty(p.shape[0], len(masks), *p.shape[1:])
+            out[:, j] = p
+        return out
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        qk, grads = ctx.saved_tensors, []
+        for j, m in enumerate(ctx.masks):
+            q, k = qk[2*j], qk[2*j+1]
+            p = _layer_probs(q, k, m, ctx.rows, ctx.row_mask)
+            gj = g[:, j].to(p.dtype)
+            t = (gj.unsqueeze(-2) @ p.unsqueeze(-1)).squeeze(-1)                     # Σ_t g·p, without a [.., T] temporary
+            gs = p.mul_(gj - t)                                                       # d softmax, in p's buffer
+            B, H, Q, T = gs.shape; Hkv, D = k.shape[1], k.shape[3]
+            gq = (gs.view(B, Hkv, H // Hkv, Q, T) @ k.to(p.dtype)[:, :, None]).view(B, H, Q, D)
+            gk = (gs.view(B, Hkv, H // Hkv, Q, T).transpose(-1, -2) @ q.to(p.dtype).view(B, Hkv, H // Hkv, Q, D)).sum(2)
+            grads += [gq.to(q.dtype), gk.to(k.dtype)]
+        return (None, None, None, *grads)
 
 def _result(self:AttentionRecorder)->AttentionRows:
     "Compute the recorded rows' attention probabilities for all layers: `AttentionRows`."
     if not self.q: raise RuntimeError("no attention was recorded: the text tower does not use the 'a3_sdpa' attention; "
                                       "call `enable_attention_rows(model)` before the forward.")
-    probs = []
-    for i in sorted(self.q):
-        q, k = self.q[i].float(), self.k[i].float()
-        B, H, Q, D = q.shape; Hkv, T = k.shape[1], k.shape[2]
-        s = (q.view(B, Hkv, H // Hkv, Q, D) @ k[:, :, None].transpose(-1, -2)).view(B, H, Q, T)   # GQA without a copy
-        probs.append(_masked(s, self.mask[i], self.rows))
-    probs = torch.softmax(torch.stack(probs, 1), -1)                                              # [B, L, H, Q, T]
-    probs = probs.masked_fill(~self.row_mask.to(probs.device)[:, None, None, :, None], 0.)
+    layers = sorted(self.q)
+    qk = [t for i in layers for t in (self.q[i], self.k[i])]
+    probs = _RowsSoftmax.apply(self.rows, self.row_mask, [self.mask[i] for i in layers], *qk)   # [B, L, H, Q, T]
     return AttentionRows(probs, self.rows, self.row_mask)
 AttentionRecorder.result = _result
 
-# %% ../nbs/00_preliminaries.ipynb #44e1bcc2
+@torch.no_grad()
+def _recorded_layer(self:AttentionRecorder, i:int)->torch.Tensor:
+    "Probabilities `[B, H, Q, T]` of recorded layer `i`, without gradient (one layer at a time, e.g. for Eq. 8)."
+    return _layer_probs(self.q[i], self.k[i], self.mask[i], self.rows, self.row_mask)
+AttentionRecorder.layer_probs = _recorded_layer
+
+# %% ../nbs/00_preliminaries.ipynb #684b8334
 def enable_attention_rows(model):
     "Switch `model`'s language model to the 'a3_sdpa' attention (SDPA outputs; rows on request)."
     m = model.get_base_model() if hasattr(model, 'get_base_model') else model
@@ -309,7 +346,7 @@ def attention_rows(model, # an HF LLaVA-family model (PEFT-wrapped is fine)
     res = rec.result()
     return (res, out) if return_outputs else res
 
-# %% ../nbs/00_preliminaries.ipynb #94190632
+# %% ../nbs/00_preliminaries.ipynb #ac87613b
 def gather_visual(x, # `[B, ..., T]` values over the sequence
                   visual_mask, # bool `[B, T]`
                  )->torch.Tensor:

@@ -1,7 +1,8 @@
 """Render README.md from nbs/index.ipynb without Quarto (not installable on the build machines).
 
 Markdown cells are copied; code cells are shown as ```python blocks with their stored text outputs;
-cells whose first lines carry `#| hide` are left out, and `#|` directive lines are stripped.
+cells whose first lines carry `#| hide` are left out, `#| echo: false` cells show only their outputs, and `#|`
+directive lines are stripped.
 `--check` exits 1 if README.md differs from what the notebook gives."""
 import json, sys
 from pathlib import Path
@@ -36,7 +37,8 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
         if cell['cell_type'] != 'code': continue
         dirs, code = _directives(src)
         if any(d.split(':')[0].replace('#|', '').strip() in ('hide', 'export', 'exporti', 'default_exp') for d in dirs): continue
-        if code: parts.append('```python\n' + code + '\n```')
+        echo = not any(d.replace(' ', '') in ('#|echo:false', '#|echo:False') for d in dirs)
+        if code and echo: parts.append('```python\n' + code + '\n```')
         parts += _outputs(cell)
     return '\n\n'.join(parts) + '\n'
 

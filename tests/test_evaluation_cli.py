@@ -1,0 +1,57 @@
+"`a3tune eval` end to end on tiny_llava and slake-mini, with an adapter trained by `a3tune train` (CPU, seconds)."
+import json, os, sys
+from pathlib import Path
+import pytest, torch
+sys.path.insert(0, str(Path(__file__).parent))
+from _training_fixtures import make_fixture, cli_args, sets
+from a3tune.preliminaries import set_threads, tiny_llava
+from a3tune.cli import main
+from a3tune.evaluation import read_jsonl, RECORD_FIELDS
+
+set_threads(1)
+
+def _slake():
+    for p in (os.environ.get('A3TUNE_SLAKE'), '../shared/data/slake-mini', 'shared/data/slake-mini', '/work/shared/data/slake-mini'):
+        if p and (Path(p)/'validate.json').exists(): return Path(p)
+    pytest.skip('slake-mini not found; set A3TUNE_SLAKE')
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A tiny base model dir and an adapter trained for 2 steps by `a3tune train`."
+    _slake()
+    tmp = tmp_path_factory.mktemp('evaltrain')
+    make_fixture(tmp, n=4, unlabelled=0)
+    assert main(['train'] + cli_args(tmp, 'adapter') + sets(max_steps=2, save_steps=100, R=3)) == 0
+    return tmp
+
+@pytest.mark.parametrize('strategy', ['greedy', 'dola'])
+def test_eval_cli_with_adapter(trained, tmp_path, strategy):
+    root = _slake()
+    rc = main(['eval', '--model', str(trained/'base'), '--adapter', str(trained/'adapter'), '--data', str(root), '--out', str(tmp_path/'o'),
+               '--limit', '4', '--batch-size', '3', '--max-new-tokens', '3', '--strategy', strategy, '--no-progress',
+               '--attention', '--figures', '1'])
+    assert rc == 0
+    recs = read_jsonl(tmp_path/'o/answers.jsonl')
+    assert len(recs) == 4 and all(set(RECORD_FIELDS) <= set(r) for r in recs)
+    res = json.loads((tmp_path/'o/metrics.json').read_text())
+    assert res['strategy'] == strategy and res['R'] == 3 and res['legacy'][0]['n_open'] + res['legacy'][0]['n_closed'] == 4
+    assert res['attention'][0]['n_mass_in_gt'] == 4 and res['attention'][0]['n_heads_mass_in_gt'] == 4
+    assert [p.suffix for p in (tmp_path/'o/figures').iterdir()] == ['.png']
+
+def test_eval_cli_llava_json_beam(trained, tmp_path):
+    rc = main(['eval', '--model', str(trained/'base'), '--adapter', str(trained/'adapter'), '--data', str(trained/'data.json'),
+               '--images', str(_slake()/'imgs'), '--out', str(tmp_path/'o'), '--max-new-tokens', '3', '--strategy', 'beam', '--no-progress'])
+    assert rc == 0
+    recs = read_jsonl(tmp_path/'o/answers.jsonl')
+    assert len(recs) == 4 and {r['answer_type'] for r in recs} <= {'OPEN', 'CLOSED'}
+
+def test_eval_cli_base_model_only(tmp_path):
+    root = _slake()
+    model, proc = tiny_llava()
+    model.save_pretrained(tmp_path/'m'); proc.save_pretrained(tmp_path/'m')
+    assert main(['eval', '--model', str(tmp_path/'m'), '--data', str(root), '--out', str(tmp_path/'o'), '--limit', '2',
+                 '--max-new-tokens', '2', '--no-progress']) == 0
+
+def test_eval_cli_attention_needs_slake_folder(trained, tmp_path):
+    with pytest.raises(SystemExit):
+        main(['eval', '--model', str(trained/'base'), '--data', str(trained/'data.json'), '--out', str(tmp_path/'o'), '--attention'])
