@@ -103,9 +103,10 @@ def recorded_align(rec, # the `AttentionRecorder` passed to the forward as `a3_r
                    head_mask:torch.Tensor|None=None, # fixed `[L, H]` or `[B, L, H]` heads (same count per sample)
                    form:str='paper', # 'paper' or 'rows'
                    reduce:str='sum', # over segments: 'sum' or 'mean'
+                   ratio:torch.Tensor|None=None, # Eq. 8 ratios `[B, L, H]` if already computed (`recorded_ratio`)
                   )->AlignOut:
     "`attention_align` from a recorder: all-head ratios without gradient, selected heads' rows with gradient."
-    ratio = recorded_ratio(rec, visual_mask)                                        # [B, L, H]
+    if ratio is None: ratio = recorded_ratio(rec, visual_mask)                      # [B, L, H]
     if head_mask is None: head_mask = select_heads(ratio, R, per)
     head_mask = head_mask.expand(ratio.shape)
     sel = selected_rows(rec, head_mask)[:, None]                                    # [B, 1, R, Q, T]

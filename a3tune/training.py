@@ -21,8 +21,8 @@ from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import save_file, load_file
 from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows
 from .a3moe import A3MoEConfig, A3Context, add_a3moe, a3moe_modules, a3moe_state_dict, load_a3moe_state_dict
-from .head_selection import visual_attention_ratio, select_heads, HeadProfile
-from .loss import attention_align, objective
+from .head_selection import visual_attention_ratio, select_heads, recorded_ratio, HeadProfile
+from .loss import attention_align, recorded_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
 # %% ../nbs/05_training.ipynb #c3e89d27
@@ -255,12 +255,12 @@ def _lm_term(self:A3Trainer, out, labels, num_items_in_batch, ga:int):
 @patch
 def _align_term(self:A3Trainer, rec, a3:dict):
     "(L_align batch mean, stats) from the recorded attention rows."
-    rows, vis, valid = rec.result(), a3['visual_mask'], a3['seg_valid']
-    ratio = visual_attention_ratio(rows.probs, vis, rows.row_mask)                    # [B, L, H]
+    vis, valid = a3['visual_mask'], a3['seg_valid']
+    ratio = recorded_ratio(rec, vis)                                                  # [B, L, H], no gradient
     hm = self.head_mask.to(ratio.device) if self.head_mask is not None else select_heads(ratio, self.a3.R, 'batch' if self.a3.heads == 'batch' else 'sample')
     hm = hm.expand(ratio.shape)
-    al = attention_align(rows.probs, vis, rows.row_mask, a3['seg'].to(rows.probs.dtype), valid, head_mask=hm,
-                         form=self.a3.align_form, reduce=self.a3.seg_reduce)
+    al = recorded_align(rec, vis, a3['seg'].float(), valid, head_mask=hm, form=self.a3.align_form,
+                        reduce=self.a3.seg_reduce, ratio=ratio)   # gradient through the selected heads' rows only
     a = objective(al.loss.new_zeros(()), al.loss, valid, 1., self.a3.align_over).align
     lab = al.labelled
     st = dict(heads_R=hm[lab].float().sum((1, 2)).mean(), heads_ratio_sel=(ratio * hm)[lab].sum((1, 2)).div(hm[lab].sum((1, 2))).mean(),
