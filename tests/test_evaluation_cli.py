@@ -10,10 +10,7 @@ from a3tune.evaluation import read_jsonl, RECORD_FIELDS
 
 set_threads(1)
 
-def _slake():
-    for p in (os.environ.get('A3TUNE_SLAKE'), '../shared/data/slake-mini', 'shared/data/slake-mini', '/work/shared/data/slake-mini'):
-        if p and (Path(p)/'validate.json').exists(): return Path(p)
-    pytest.skip('slake-mini not found; set A3TUNE_SLAKE')
+from _data import slake_root as _slake
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):

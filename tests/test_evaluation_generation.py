@@ -12,10 +12,7 @@ from a3tune.evaluation import _image, _repetition_penalty
 set_threads(1)
 TINY_A3 = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0, R=3)
 
-def _slake():
-    for p in (os.environ.get('A3TUNE_SLAKE'), '../shared/data/slake-mini', 'shared/data/slake-mini', '/work/shared/data/slake-mini'):
-        if p and (Path(p)/'validate.json').exists(): return Path(p)
-    pytest.skip('slake-mini not found; set A3TUNE_SLAKE')
+from _data import slake_root as _slake
 
 @pytest.fixture(scope='module')
 def a3(tmp_path_factory):

@@ -6,10 +6,7 @@ from a3tune.evaluation import *
 
 torch.set_num_threads(1)
 
-def _slake():
-    for p in (os.environ.get('A3TUNE_SLAKE'), '../shared/data/slake-mini', 'shared/data/slake-mini', '/work/shared/data/slake-mini'):
-        if p and (Path(p)/'validate.json').exists(): return Path(p)
-    pytest.skip('slake-mini not found; set A3TUNE_SLAKE')
+from _data import slake_root as _slake
 
 @pytest.mark.parametrize('pred,ref,legacy,strict', [
     ('Yes', 'yes', 1, 1), ('no', 'No.', 1, 1), ('The liver looks normal', 'No', 1, 0), ('nodule', 'no', 1, 0),
