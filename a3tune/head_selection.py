@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from fastcore.basics import patch
-from .preliminaries import gather_visual
+from .preliminaries import gather_visual, additive_mask
 
 # %% ../nbs/03_head_selection.ipynb #143546fb
 @torch.no_grad()
@@ -125,12 +125,6 @@ def load(cls:HeadProfile, path): # JSON file written by `HeadProfile.save`
     return cls(ratio * d['n'], hits, d['n'], d['R'])
 
 # %% ../nbs/03_head_selection.ipynb #77156088
-def _mask_logits(s, mask, rows):
-    "Apply a layer's mask rows (`None`: causal, no padding) to logits `s` `[B, h, Q, T]`."
-    if mask is None: mask = (torch.arange(s.shape[-1], device=s.device)[None, None] <= rows.to(s.device)[:, :, None])[:, None]
-    if mask.dtype == torch.bool: mask = torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float('-inf'))
-    return s + mask.to(s.dtype)                                                     # additive: nothing [B, h, Q, T] is saved
-
 @torch.no_grad()
 def recorded_ratio(rec, # an `AttentionRecorder` after the forward (`a3tune.preliminaries`)
                    visual_mask:torch.Tensor, # `[B, T]` bool visual key positions
@@ -155,6 +149,7 @@ def selected_rows(rec, # an `AttentionRecorder` after the forward
     k = torch.stack([rec.k[i] for i in layers], 1).flatten(1, 2)[b, lay * Hkv + (idx % H) // (H // Hkv)]   # [B, R, T, D]
     s = q.float() @ k.float().transpose(-1, -2)                                     # [B, R, Q, T]
     masks = [rec.mask[i] for i in layers]
-    if all(m is masks[0] for m in masks): return _mask_logits(s, masks[0], rec.rows).softmax(-1)
-    m = torch.stack([_mask_logits(torch.zeros(B, 1, Q, T, device=s.device), mk, rec.rows)[:, 0] for mk in masks], 1)   # [B, L, Q, T]
+    rows = rec.rows.to(s.device)   # additive masks: nothing [B, R, Q, T] is saved for the backward
+    if all(m is masks[0] for m in masks): return (s + additive_mask(masks[0], rows, T, s.dtype)).softmax(-1)
+    m = torch.stack([additive_mask(mk, rows, T, s.dtype)[:, 0] for mk in masks], 1)   # [B, L, Q, T]
     return (s + m[b, lay]).softmax(-1)

@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'set_threads', 'tiny_tokenizer', 'tiny_image_processor', 'tiny_llava',
            'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid', 'AttentionRows',
-           'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'enable_attention_rows', 'attention_rows',
-           'gather_visual', 'visual_map_eq2']
+           'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'additive_mask', 'enable_attention_rows',
+           'attention_rows', 'gather_visual', 'visual_map_eq2']
 
-# %% ../nbs/00_preliminaries.ipynb #1bd4e955
+# %% ../nbs/00_preliminaries.ipynb #17f7b888
 import os, math
 from dataclasses import dataclass
 import numpy as np, torch
@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
 
-# %% ../nbs/00_preliminaries.ipynb #6663ecd5
+# %% ../nbs/00_preliminaries.ipynb #adf2c52b
 def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, else 1
                )->int:
     "Set torch's intra-op thread count explicitly and return it."
@@ -26,7 +26,7 @@ def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, 
     torch.set_num_threads(n)
     return n
 
-# %% ../nbs/00_preliminaries.ipynb #7725dfaf
+# %% ../nbs/00_preliminaries.ipynb #e8994039
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>', '<image>']
 BASE_WORDS = ('user assistant : ? . , ; / - ( ) what where which who how is are does do can there a an the in of on to '
               'this that image picture scan organ organs lesion lesions abnormality abnormalities left right upper lower '
@@ -51,7 +51,7 @@ def tiny_tokenizer(words=(), # extra words for the vocabulary (lower-cased)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
                                    unk_token='<unk>', extra_special_tokens={'image_token': '<image>'})
 
-# %% ../nbs/00_preliminaries.ipynb #a57172d3
+# %% ../nbs/00_preliminaries.ipynb #256204bd
 def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-to-square) or 'squash'
                          image_size:int=32, # side of the square model input
                         ):
@@ -62,7 +62,7 @@ def tiny_image_processor(kind:str='crop', # 'crop' (CLIP), 'pad' (LLaVA-1.5 pad-
     if kind == 'squash': return CLIPImageProcessor(size={'height': S, 'width': S}, do_center_crop=False)
     raise ValueError(f"image_processor={kind!r} is not known: choose 'crop', 'pad' or 'squash'.")
 
-# %% ../nbs/00_preliminaries.ipynb #66e28a45
+# %% ../nbs/00_preliminaries.ipynb #55f759cf
 def tiny_llava(seed:int=0, # seed of the random weights
                image_size:int=32, # model input side in pixels
                patch_size:int=8, # vision patch side: (image_size/patch_size)**2 visual tokens
@@ -96,7 +96,7 @@ def tiny_llava(seed:int=0, # seed of the random weights
                           chat_template=CHAT_TEMPLATE)
     return model, proc
 
-# %% ../nbs/00_preliminaries.ipynb #3c7d9994
+# %% ../nbs/00_preliminaries.ipynb #2c3cf18b
 class LVLMAdapter:
     "Where A³Tune's pieces sit inside an HF LLaVA-family model."
     finders = {}   # model_type -> function(model) -> the language model (its `.layers` are the decoder layers)
@@ -140,7 +140,7 @@ def get_adapter(model)->LVLMAdapter:
     "The `LVLMAdapter` of `model`."
     return LVLMAdapter(model)
 
-# %% ../nbs/00_preliminaries.ipynb #0766f85c
+# %% ../nbs/00_preliminaries.ipynb #36306aaf
 @dataclass
 class ImageGeometry:
     "How an original image lands on the model's visual-token grid: `input = original * scale + offset`, per axis."
@@ -155,7 +155,7 @@ class ImageGeometry:
         e = torch.arange(n + 1, dtype=torch.float64) * (size / n)
         return (e - self.offset[axis]) / self.scale[axis]
 
-# %% ../nbs/00_preliminaries.ipynb #282542b3
+# %% ../nbs/00_preliminaries.ipynb #674b2740
 def _hw(d, *keys):
     d = d if isinstance(d, dict) else (vars(d) if d is not None else {})
     return [d.get(k) for k in keys]
@@ -198,7 +198,7 @@ def _square(processor):
     s = (ch if getattr(ip, 'do_center_crop', False) else None) or short or sh or 224
     return (s, s)
 
-# %% ../nbs/00_preliminaries.ipynb #02a2a7c4
+# %% ../nbs/00_preliminaries.ipynb #89fb0da4
 def _cell_overlap(edges, lo, hi):
     "Length of the overlap of cell i = [edges[i], edges[i+1]) with each interval [lo, hi) (broadcast): `[cells, ...]`."
     return (torch.minimum(edges[1:, None], hi) - torch.maximum(edges[:-1, None], lo)).clamp(min=0)
@@ -224,7 +224,7 @@ def region_to_grid(region, # bool/float mask `[H, W]` (or a stack `[K, H, W]`) o
     Wy, Wx = _cell_overlap(ey, py[None], py[None] + 1), _cell_overlap(ex, px[None], px[None] + 1)
     return ((Wy @ m @ Wx.T) / area).float()
 
-# %% ../nbs/00_preliminaries.ipynb #17842134
+# %% ../nbs/00_preliminaries.ipynb #3a764f8c
 @dataclass
 class AttentionRows:
     "Attention probabilities of selected query rows over all keys."
@@ -241,7 +241,7 @@ def query_rows(query_mask, # bool `[B, T]`: the query positions
     row_mask = torch.arange(Q, device=qm.device)[None] < n[:, None]
     return torch.where(row_mask, rows, rows[:, :1]), row_mask
 
-# %% ../nbs/00_preliminaries.ipynb #30ea8de9
+# %% ../nbs/00_preliminaries.ipynb #10737b67
 class AttentionRecorder:
     "Collects, during one forward, what `attention_rows` needs from every decoder layer."
     def __init__(self, rows, row_mask): self.rows, self.row_mask, self.q, self.k, self.mask = rows, row_mask, {}, {}, {}
@@ -263,13 +263,20 @@ def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, d
 AttentionInterface.register('a3_sdpa', a3_sdpa_attention)
 AttentionMaskInterface.register('a3_sdpa', sdpa_mask)
 
-# %% ../nbs/00_preliminaries.ipynb #099e9ea1
+# %% ../nbs/00_preliminaries.ipynb #c802e625
+def additive_mask(mask, # a layer's recorded mask rows `[B, 1, Q, T]` (bool or additive float), or None
+                  rows, # `[B, Q]` query positions
+                  T:int, # number of keys
+                  dtype=torch.float32, # dtype of the result
+                 )->torch.Tensor:
+    "The mask rows as an additive `[B, 1, Q, T]` mask (0 allowed, -inf masked); `None` means causal without padding."
+    if mask is None: mask = (torch.arange(T, device=rows.device)[None, None] <= rows[:, :, None])[:, None]
+    if mask.dtype != torch.bool: return mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float('-inf'))
+
 def _masked(s, mask, rows):
-    "Apply a layer's mask rows (`None` = causal without padding) to logits `s` `[B, H, Q, T]`, in place."
-    if mask is None:
-        allowed = torch.arange(s.shape[-1], device=s.device)[None, None] <= rows.to(s.device)[:, :, None]   # [B, Q, T]
-        return s.masked_fill_(~allowed[:, None], float('-inf'))
-    return s.masked_fill_(~mask, float('-inf')) if mask.dtype == torch.bool else s.add_(mask.float())
+    "Apply a layer's mask rows to logits `s` `[B, H, Q, T]`, in place."
+    return s.add_(additive_mask(mask, rows.to(s.device), s.shape[-1], s.dtype))
 
 def _layer_probs(q, k, mask, rows, row_mask):
     "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]`."
@@ -322,7 +329,7 @@ def _recorded_layer(self:AttentionRecorder, i:int)->torch.Tensor:
     return _layer_probs(self.q[i], self.k[i], self.mask[i], self.rows, self.row_mask)
 AttentionRecorder.layer_probs = _recorded_layer
 
-# %% ../nbs/00_preliminaries.ipynb #62860c45
+# %% ../nbs/00_preliminaries.ipynb #128a3719
 def enable_attention_rows(model):
     "Switch `model`'s language model to the 'a3_sdpa' attention (SDPA outputs; rows on request)."
     m = model.get_base_model() if hasattr(model, 'get_base_model') else model
@@ -346,7 +353,7 @@ def attention_rows(model, # an HF LLaVA-family model (PEFT-wrapped is fine)
     res = rec.result()
     return (res, out) if return_outputs else res
 
-# %% ../nbs/00_preliminaries.ipynb #caeaf0e2
+# %% ../nbs/00_preliminaries.ipynb #8225b4d2
 def gather_visual(x, # `[B, ..., T]` values over the sequence
                   visual_mask, # bool `[B, T]`
                  )->torch.Tensor:
