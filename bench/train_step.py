@@ -26,12 +26,7 @@ Plus a micro-benchmark of the expert computation alone (forward + backward of `M
 """
 import argparse, json, os, subprocess, sys, time, statistics
 
-def _rss():
-    with open('/proc/self/status') as f: d = dict(l.split(':', 1) for l in f)
-    return int(d['VmRSS'].split()[0]) / 1024, int(d['VmHWM'].split()[0]) / 1024   # MiB
-
-def _reset_hwm():
-    with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+from _mem import rss as _rss, reset_hwm as _reset_hwm
 
 def _inputs(tok, batch, n_vis, text, img):
     import torch
