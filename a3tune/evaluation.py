@@ -24,7 +24,7 @@ from PIL import Image
 from .preliminaries import get_adapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
 from .a3moe import A3Context, a3_context, a3moe_modules
 from .head_selection import visual_attention_ratio, select_heads, visual_map
-from .data import conversation, prompt_text, question_answer, load_data, image_path, A3Collator
+from .data import prompt_text, question_answer, load_data, image_path, A3Collator
 from .training import load_a3tune
 
 # %% ../nbs/06a_evaluation.ipynb #819bfed3

@@ -21,8 +21,8 @@ from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import save_file, load_file
 from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows
 from .a3moe import A3MoEConfig, A3Context, add_a3moe, a3moe_modules, a3moe_state_dict, load_a3moe_state_dict
-from .head_selection import visual_attention_ratio, select_heads, recorded_ratio, HeadProfile
-from .loss import attention_align, recorded_align, objective
+from .head_selection import select_heads, recorded_ratio, HeadProfile
+from .loss import recorded_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
 
 # %% ../nbs/05_training.ipynb #c3e89d27
