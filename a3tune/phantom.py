@@ -294,6 +294,8 @@ def pretrain_phantom_base(steps:int=4000, # optimizer steps
     "Pre-train the phantom base from scratch; returns `(model, processor, report)`."
     set_threads(1); torch.manual_seed(seed)
     model, proc = tiny_llava(seed, words=PHANTOM_WORDS, **BASE_ARGS)
+    emb = next(m for m in model.modules() if type(m).__name__ == 'CLIPVisionEmbeddings')
+    torch.nn.init.normal_(emb.position_embedding.weight, std=.5)   # a per-token offset so pre-LayerNorm keeps intensity
     train, test = make_phantom_set(n_images, seed, 'pretrain'), make_phantom_set(n_eval, seed + 1000, 'pretrain')
     toks = tokenize_phantom(train + test, proc)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=.01)
