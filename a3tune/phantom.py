@@ -31,10 +31,10 @@ def _ellipse(size, cx, cy, a, b, th):
 
 def _texture(organ, r, u, size, rng):
     "Intensity in [0, 1] of `organ` given its normalised radius `r` and long-axis coordinate `u`."
-    if organ == 'liver':  return np.full_like(r, .62)
-    if organ == 'kidney': return np.where(r < .5, .62, .85)
-    if organ == 'spleen': return np.full_like(r, .38)
-    return .5 + .12*np.sin(u * 2*np.pi / (size/12) + rng.uniform(0, 2*np.pi))   # lung: stripes
+    if organ == 'liver':  return np.full_like(r, .6)
+    if organ == 'kidney': return np.where(r < .5, .2, .85)
+    if organ == 'spleen': return np.full_like(r, .25)
+    return .45 + .25*np.sin(u * 2*np.pi / (size/12) + rng.uniform(0, 2*np.pi))   # lung: stripes
 
 # %% ../nbs/06b_phantom.ipynb #f357acbd
 def _scene(rng, kind, size):
@@ -60,7 +60,7 @@ def render_phantom(spec:list, # organ specs from the scene sampler
                   ):
     "Draw a scene: grey uint8 image [H,W], label map uint8 [H,W] and {region name: label value}."
     img = np.zeros((size, size))
-    img[_ellipse(size, size/2, size/2, .47*size, .45*size, 0.)[0]] = .15
+    img[_ellipse(size, size/2, size/2, .47*size, .45*size, 0.)[0]] = .46   # CLIP's mean grey: a near-zero token
     lab, labels, rs = np.zeros((size, size), np.uint8), {}, {}
     order = sorted(range(len(spec)), key=lambda i: spec[i]['enlarged'])   # the enlarged organ last, on top
     for v, i in enumerate(order, 1):
@@ -74,8 +74,7 @@ def render_phantom(spec:list, # organ specs from the scene sampler
         core = own & (rs[o['organ']] < .5)   # keep the lesion away from the organ's rim
         cy, cx = (lambda p: p[rng.integers(len(p))])(np.argwhere(core if core.any() else own)) + .5
         m = _ellipse(size, cx, cy, *[rng.uniform(.065, .08)*size]*2, 0.)[0] & own   # radius 3.1-3.8 px at 48 px
-        dark = o['organ'] in ('liver', 'kidney') or (o['organ'] == 'lung' and rng.random() < .5)   # always high contrast
-        img[m] = rng.uniform(0, .06) if dark else rng.uniform(.94, 1.)
+        img[m] = rng.uniform(.94, 1.)   # always bright: a dark spot is the kidney's core
         lab[m] = labels[f"{o['organ']}_lesion"] = len(labels) + 1
     img = np.clip(img + rng.normal(0, .04, img.shape), 0, 1)
     return (img*255).round().astype(np.uint8), lab, labels
