@@ -10,6 +10,7 @@ __all__ = ['ORGANS', 'POSITIONS', 'SLOTS', 'KINDS', 'PHANTOM_WORDS', 'BASE_ARGS'
 
 # %% ../nbs/06b_phantom.ipynb #2df9c51a
 import json, time, importlib.resources, numpy as np, torch
+from collections import Counter
 from pathlib import Path
 from PIL import Image
 from transformers import LlavaForConditionalGeneration, AutoProcessor, get_cosine_schedule_with_warmup
@@ -30,10 +31,10 @@ def _ellipse(size, cx, cy, a, b, th):
 
 def _texture(organ, r, u, size, rng):
     "Intensity in [0, 1] of `organ` given its normalised radius `r` and long-axis coordinate `u`."
-    if organ == 'liver':  return np.full_like(r, .62)
-    if organ == 'kidney': return np.where(r < .5, .45, .85)
-    if organ == 'spleen': return np.full_like(r, .38)
-    return .5 + .17*np.sin(u * 2*np.pi / (size/12) + rng.uniform(0, 2*np.pi))   # lung: stripes
+    if organ == 'liver':  return np.full_like(r, .6)
+    if organ == 'kidney': return np.where(r < .5, .2, .85)
+    if organ == 'spleen': return np.full_like(r, .25)
+    return .45 + .25*np.sin(u * 2*np.pi / (size/12) + rng.uniform(0, 2*np.pi))   # lung: stripes
 
 # %% ../nbs/06b_phantom.ipynb #f357acbd
 def _scene(rng, kind, size):
@@ -41,7 +42,7 @@ def _scene(rng, kind, size):
     n = rng.integers(3, 5) if kind == 'downstream' else rng.integers(2, 5)
     organs, pos = rng.choice(ORGANS, n, replace=False), rng.choice(POSITIONS, n, replace=False)
     big = rng.integers(n) if kind == 'downstream' or rng.random() < .5 else -1
-    n_les = rng.choice([1, 2]) if kind == 'downstream' else rng.choice([0, 0, 1, 2])
+    n_les = rng.choice([1, 2]) if kind == 'downstream' else rng.choice([0, 1, 1, 2])
     sick = set(rng.choice(n, n_les, replace=False).tolist())
     spec = []
     for i in range(n):
@@ -59,7 +60,7 @@ def render_phantom(spec:list, # organ specs from the scene sampler
                   ):
     "Draw a scene: grey uint8 image [H,W], label map uint8 [H,W] and {region name: label value}."
     img = np.zeros((size, size))
-    img[_ellipse(size, size/2, size/2, .47*size, .45*size, 0.)[0]] = .15
+    img[_ellipse(size, size/2, size/2, .47*size, .45*size, 0.)[0]] = .46   # CLIP's mean grey: a near-zero token
     lab, labels, rs = np.zeros((size, size), np.uint8), {}, {}
     order = sorted(range(len(spec)), key=lambda i: spec[i]['enlarged'])   # the enlarged organ last, on top
     for v, i in enumerate(order, 1):
@@ -72,9 +73,8 @@ def render_phantom(spec:list, # organ specs from the scene sampler
         own = lab == labels[o['organ']]
         core = own & (rs[o['organ']] < .5)   # keep the lesion away from the organ's rim
         cy, cx = (lambda p: p[rng.integers(len(p))])(np.argwhere(core if core.any() else own)) + .5
-        m = _ellipse(size, cx, cy, *[rng.uniform(.06, .085)*size]*2, 0.)[0] & own
-        dark = o['organ'] == 'kidney' or (o['organ'] != 'spleen' and rng.random() < .5)
-        img[m] = rng.uniform(.02, .12) if dark else rng.uniform(.9, 1.)
+        m = _ellipse(size, cx, cy, *[rng.uniform(.065, .08)*size]*2, 0.)[0] & own   # radius 3.1-3.8 px at 48 px
+        img[m] = rng.uniform(.94, 1.)   # always bright: a dark spot is the kidney's core
         lab[m] = labels[f"{o['organ']}_lesion"] = len(labels) + 1
     img = np.clip(img + rng.normal(0, .04, img.shape), 0, 1)
     return (img*255).round().astype(np.uint8), lab, labels
@@ -88,10 +88,12 @@ def downstream_questions(spec:list, # a downstream scene
     "The grounded fine-tuning questions for one scene."
     sick, well = [o for o in spec if o['lesion']], [o for o in spec if not o['lesion']]
     big, normal = next(o for o in spec if o['enlarged']), [o for o in spec if not o['enlarged']]
-    o = sick[rng.integers(len(sick))] if rng.random() < .5 else well[rng.integers(len(well))]
-    res = [('lesion_in', f"is there a lesion in the {o['organ']}", 'yes' if o['lesion'] else 'no', 'CLOSED', 'Abnormality', _organ_gt(o))]
-    o = big if rng.random() < .5 else normal[rng.integers(len(normal))]
-    res.append(('is_enlarged', f"is the {o['organ']} enlarged", 'yes' if o['enlarged'] else 'no', 'CLOSED', 'Size', _organ_gt(o)))
+    pairs = [(sick[rng.integers(len(sick))], well[rng.integers(len(well))]), (big, normal[rng.integers(len(normal))])]
+    res = []
+    for o in pairs[0][::rng.choice([1, -1])]:   # one yes and one no per image, in random order
+        res.append(('lesion_in', f"is there a lesion in the {o['organ']}", 'yes' if o['lesion'] else 'no', 'CLOSED', 'Abnormality', _organ_gt(o)))
+    for o in pairs[1][::rng.choice([1, -1])]:
+        res.append(('is_enlarged', f"is the {o['organ']} enlarged", 'yes' if o['enlarged'] else 'no', 'CLOSED', 'Size', _organ_gt(o)))
     res.append(('which_enlarged', 'which organ is enlarged', big['organ'], 'OPEN', 'Organ', _organ_gt(big)))
     if len(sick) == 1: res.append(('which_lesion', 'which organ has the lesion', sick[0]['organ'], 'OPEN', 'Abnormality', [f"{sick[0]['organ']}_lesion"]))
     o = spec[rng.integers(len(spec))]
@@ -116,9 +118,12 @@ def pretrain_questions(spec:list, # a pre-training scene
     if len(sick) == 1: res.append(('lesion_side', 'which side has the lesion', sick[0]['position'], 'OPEN', 'Position', [f"{sick[0]['organ']}_lesion"]))
     res.append(('any_enlarged', 'is there an enlarged organ', 'yes' if big else 'no', 'CLOSED', 'Size', [n for o in big for n in _organ_gt(o)]))
     if big: res.append(('where_enlarged', 'where is the enlarged organ', big[0]['position'], 'OPEN', 'Position', _organ_gt(big[0])))
-    for o in (spec[i] for i in rng.choice(len(spec), 2, replace=False)):
-        desc = o['position'] + ' enlarged'*o['enlarged'] + ' lesion'*o['lesion'] + ' normal'*(not (o['enlarged'] or o['lesion']))
-        res.append(('describe_organ', f"describe the {o['organ']}", desc, 'OPEN', 'Organ', _organ_gt(o)))
+    o = (big[0] if big and rng.random() < .5 else spec[rng.integers(len(spec))])
+    res.append(('pos_enlarged', f"is the {o['position']} enlarged", 'yes' if o['enlarged'] else 'no', 'CLOSED', 'Size', _organ_gt(o)))
+    well = [o for o in spec if not o['lesion']]
+    two = [sick[rng.integers(len(sick))], well[rng.integers(len(well))]] if sick and well else [spec[i] for i in rng.choice(len(spec), 2, replace=False)]
+    for o in two:   # a sick and a healthy organ when the image has both
+        res.append(('describe_organ', f"describe the {o['organ']}", 'lesion' if o['lesion'] else 'normal', 'OPEN', 'Abnormality', _organ_gt(o)))
     return res
 
 # %% ../nbs/06b_phantom.ipynb #b5a0df54
@@ -138,9 +143,11 @@ def make_phantom_set(n_images:int, # number of phantom images
         spec = _scene(rng, kind, size)
         img, lab, labels = render_phantom(spec, size, rng)
         iid = f"phantom-{kind}-{seed}-{i:05d}"
+        seen = Counter()
         for qt, q, a, at, ct, gt in ask(spec, rng):
+            seen[qt] += 1
             if qtypes is None or qt in qtypes:
-                items.append(dict(id=f"{iid}-{qt}", image_id=iid, image=img, mask=lab, labels=labels, question=q,
+                items.append(dict(id=f"{iid}-{qt}" + (f"-{seen[qt]}" if seen[qt] > 1 else ''), image_id=iid, image=img, mask=lab, labels=labels, question=q,
                                   answer=a, answer_type=at, content_type=ct, qtype=qt, gt=gt))
     return items
 
@@ -272,10 +279,10 @@ def phantom_accuracy(model, # a LLaVA model
     return res | {'all': float(np.mean([o for v in hits.values() for o in v]))}
 
 # %% ../nbs/06b_phantom.ipynb #8a4077a2
-BASE_ARGS = dict(image_size=48, patch_size=8, hidden_size=128, num_layers=2, num_heads=4, vision_hidden=64)
+BASE_ARGS = dict(image_size=48, patch_size=8, hidden_size=128, num_layers=2, num_heads=4, vision_hidden=64, vision_layers=2)
 
-def pretrain_phantom_base(steps:int=2400, # optimizer steps
-                          n_images:int=8000, # pre-training images (about 5.8 questions each)
+def pretrain_phantom_base(steps:int=4000, # optimizer steps
+                          n_images:int=8000, # pre-training images (about 9.5 questions each)
                           bs:int=32, # batch size
                           lr:float=1e-3, # peak learning rate
                           warmup:int=150, # linear warmup steps before the cosine decay
@@ -286,6 +293,8 @@ def pretrain_phantom_base(steps:int=2400, # optimizer steps
     "Pre-train the phantom base from scratch; returns `(model, processor, report)`."
     set_threads(1); torch.manual_seed(seed)
     model, proc = tiny_llava(seed, words=PHANTOM_WORDS, **BASE_ARGS)
+    emb = next(m for m in model.modules() if type(m).__name__ == 'CLIPVisionEmbeddings')
+    torch.nn.init.normal_(emb.position_embedding.weight, std=.5)   # a per-token offset so pre-LayerNorm keeps intensity
     train, test = make_phantom_set(n_images, seed, 'pretrain'), make_phantom_set(n_eval, seed + 1000, 'pretrain')
     toks = tokenize_phantom(train + test, proc)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=.01)
