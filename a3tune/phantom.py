@@ -73,7 +73,7 @@ def render_phantom(spec:list, # organ specs from the scene sampler
         own = lab == labels[o['organ']]
         core = own & (rs[o['organ']] < .5)   # keep the lesion away from the organ's rim
         cy, cx = (lambda p: p[rng.integers(len(p))])(np.argwhere(core if core.any() else own)) + .5
-        m = _ellipse(size, cx, cy, *[rng.uniform(.065, .08)*size]*2, 0.)[0] & own   # radius 3.1-3.8 px at 48 px
+        m = _ellipse(size, cx, cy, *[rng.uniform(.085, .1)*size]*2, 0.)[0] & own   # radius 4.1-4.8 px at 48 px: most of a patch
         img[m] = rng.uniform(.94, 1.)   # always bright: a dark spot is the kidney's core
         lab[m] = labels[f"{o['organ']}_lesion"] = len(labels) + 1
     img = np.clip(img + rng.normal(0, .04, img.shape), 0, 1)
@@ -87,13 +87,11 @@ def downstream_questions(spec:list, # a downstream scene
                         )->list: # (qtype, question, answer, answer_type, content_type, GT region names)
     "The grounded fine-tuning questions for one scene."
     sick, well = [o for o in spec if o['lesion']], [o for o in spec if not o['lesion']]
-    big, normal = next(o for o in spec if o['enlarged']), [o for o in spec if not o['enlarged']]
-    pairs = [(sick[rng.integers(len(sick))], well[rng.integers(len(well))]), (big, normal[rng.integers(len(normal))])]
-    res = []
-    for o in pairs[0][::rng.choice([1, -1])]:   # one yes and one no per image, in random order
-        res.append(('lesion_in', f"is there a lesion in the {o['organ']}", 'yes' if o['lesion'] else 'no', 'CLOSED', 'Abnormality', _organ_gt(o)))
-    for o in pairs[1][::rng.choice([1, -1])]:
-        res.append(('is_enlarged', f"is the {o['organ']} enlarged", 'yes' if o['enlarged'] else 'no', 'CLOSED', 'Size', _organ_gt(o)))
+    big, res = next(o for o in spec if o['enlarged']), []
+    for qt, key in (('lesion_at', 'position'), ('lesion_in', 'organ')):
+        pair = (sick[rng.integers(len(sick))], well[rng.integers(len(well))])
+        for o in pair[::rng.choice([1, -1])]:   # one yes and one no per image, in random order
+            res.append((qt, f"is there a lesion in the {o[key]}", 'yes' if o['lesion'] else 'no', 'CLOSED', 'Abnormality', _organ_gt(o)))
     res.append(('which_enlarged', 'which organ is enlarged', big['organ'], 'OPEN', 'Organ', _organ_gt(big)))
     if len(sick) == 1: res.append(('which_lesion', 'which organ has the lesion', sick[0]['organ'], 'OPEN', 'Abnormality', [f"{sick[0]['organ']}_lesion"]))
     o = spec[rng.integers(len(spec))]
@@ -122,8 +120,9 @@ def pretrain_questions(spec:list, # a pre-training scene
     res.append(('pos_enlarged', f"is the {o['position']} enlarged", 'yes' if o['enlarged'] else 'no', 'CLOSED', 'Size', _organ_gt(o)))
     well = [o for o in spec if not o['lesion']]
     two = [sick[rng.integers(len(sick))], well[rng.integers(len(well))]] if sick and well else [spec[i] for i in rng.choice(len(spec), 2, replace=False)]
-    for o in two:   # a sick and a healthy organ when the image has both
-        res.append(('describe_organ', f"describe the {o['organ']}", 'lesion' if o['lesion'] else 'normal', 'OPEN', 'Abnormality', _organ_gt(o)))
+    if big and big[0] not in two: two.append(big[0])
+    for o in two:   # a sick and a healthy organ when the image has both, and the enlarged one
+        res.append(('describe_organ', f"describe the {o['organ']}", 'enlarged '*o['enlarged'] + ('lesion' if o['lesion'] else 'normal'), 'OPEN', 'Abnormality', _organ_gt(o)))
     return res
 
 # %% ../nbs/06b_phantom.ipynb #b5a0df54
@@ -281,7 +280,7 @@ def phantom_accuracy(model, # a LLaVA model
 # %% ../nbs/06b_phantom.ipynb #8a4077a2
 BASE_ARGS = dict(image_size=48, patch_size=8, hidden_size=128, num_layers=2, num_heads=4, vision_hidden=64, vision_layers=2)
 
-def pretrain_phantom_base(steps:int=4000, # optimizer steps
+def pretrain_phantom_base(steps:int=5000, # optimizer steps
                           n_images:int=8000, # pre-training images (about 9.5 questions each)
                           bs:int=32, # batch size
                           lr:float=1e-3, # peak learning rate

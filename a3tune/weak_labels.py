@@ -434,7 +434,8 @@ def train_projection(feats:torch.Tensor, # [N, F] region features (`region_featu
     names = sorted(set(labels)); lid = torch.tensor([names.index(l) for l in labels])
     temb = {n: minilm_embed(texts[n]) for n in names}
     mu, sd = feats.mean(0), feats.std(0).clamp(min=1e-6); x = (feats - mu) / sd
-    proj = nn.Linear(feats.shape[1], text_dim); torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):   # the init follows `seed` alone and leaves the global RNG as it was
+        torch.manual_seed(seed); proj = nn.Linear(feats.shape[1], text_dim)
     opt = torch.optim.AdamW(proj.parameters(), lr=lr)
     for _ in range(steps):
         b = torch.randperm(len(x), generator=g)[:bs]; u = lid[b].unique()

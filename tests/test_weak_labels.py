@@ -44,3 +44,14 @@ def test_region_features_thin_segment_falls_back_to_centre_cell():
 def test_shipped_scorer_weights():
     sc = MiniLMScorer()
     assert sc.proj.weight.shape == (384, 261) and len(sc.settings()['weights_sha256']) == 64
+
+def test_train_projection_deterministic_whatever_global_rng():
+    "The same seed gives the same projection whatever the global RNG state (it made phantom weak labels differ run to run)."
+    g = torch.Generator().manual_seed(0)
+    feats, lab = torch.randn(24, 6, generator=g), ['liver', 'spleen'] * 12
+    texts = {'liver': ['liver', 'the liver'], 'spleen': ['spleen', 'the spleen']}
+    torch.manual_seed(1); a = train_projection(feats, lab, texts, steps=5)
+    torch.manual_seed(2); b = train_projection(feats, lab, texts, steps=5)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    c = train_projection(feats, lab, texts, steps=5, seed=1)
+    assert not torch.equal(a.weight, c.weight)

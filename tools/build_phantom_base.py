@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build the pre-trained phantom base that ships in `a3tune/assets/phantom_base/` (deterministic for a seed).
 
-    python tools/build_phantom_base.py                 # the shipped recipe: 4,000 steps, batch 32, one thread
+    python tools/build_phantom_base.py                 # the shipped recipe: 5,000 steps, batch 32, one thread
     python tools/build_phantom_base.py --steps 300 --out /tmp/base   # a quick try
 
 Prints the loss while training and the held-out accuracy per pre-training question type at the end; writes
@@ -14,7 +14,7 @@ from a3tune.phantom import pretrain_phantom_base, save_phantom_base, PHANTOM_BAS
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--steps', type=int, default=4000, help='optimizer steps')
+    p.add_argument('--steps', type=int, default=5000, help="optimizer steps")
     p.add_argument('--n-images', type=int, default=8000, help='pre-training images')
     p.add_argument('--bs', type=int, default=32, help='batch size')
     p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate')
