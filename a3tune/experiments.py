@@ -131,7 +131,7 @@ def label_quality(items:list, # phantom items with ground truth
 
 # %% ../nbs/06_experiments.ipynb #afa20a2a
 PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16., lora_rank=8,
-                   lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=3, warmup=0.05, gradient_checkpointing=False,
+                   lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=6, warmup=0.05, gradient_checkpointing=False,
                    bf16='false', logging_steps=20, save_steps=10**6, save_total_limit=None)
 LORA = dict(use_moe=False, lam=0.)
 
@@ -301,7 +301,7 @@ def results_table(results:list, metrics=METRICS, ref:str=None,
     return '\n'.join(lines)
 
 # %% ../nbs/06_experiments.ipynb #6a249fff
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 ABLATIONS = {'A³Tune GT labels': dict(labels='gt'),
              **{f'R={r}': dict(cfg=dict(R=r)) for r in (1, 2, 8)},
              **{f'K={k}': dict(cfg=dict(k_segments=k)) for k in (1, 2, 8)},
@@ -417,7 +417,7 @@ def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:
 def demo(out='a3tune-demo', # output folder
          seeds=(0,), # training seeds (one LoRA and one A³Tune run each)
          n_train:int=200, n_test:int=150, # phantom images for training and test
-         epochs:float=3, max_steps:int=-1, # fine-tuning length (max_steps > 0 overrides epochs)
+         epochs:float=6, max_steps:int=-1, # fine-tuning length (max_steps > 0 overrides epochs)
          scorer_images:int=150, scorer_steps:int=400, # weak-label scorer fit
          base=None, # phantom base folder (the shipped one when None)
          n_figures:int=3, # attention figures to draw
@@ -452,7 +452,7 @@ def demo_cli(argv:list=None, # arguments after `a3tune demo`
     p.add_argument('--seeds', type=int, nargs='+', default=[0], help='training seeds (default: 0)')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: env A3TUNE_THREADS or 1)')
     p.add_argument('--n-train', type=int, default=200); p.add_argument('--n-test', type=int, default=150)
-    p.add_argument('--epochs', type=float, default=3); p.add_argument('--max-steps', type=int, default=-1)
+    p.add_argument('--epochs', type=float, default=6); p.add_argument('--max-steps', type=int, default=-1)
     p.add_argument('--scorer-images', type=int, default=150); p.add_argument('--scorer-steps', type=int, default=400)
     p.add_argument('--figures', type=int, default=3); p.add_argument('--base', help='phantom base folder (default: shipped)')
     p.add_argument('--no-progress', action='store_true')
