@@ -7,8 +7,8 @@ __all__ = ['SCORER_TEXTS', 'PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS
            'PhantomScorer', 'fit_phantom_scorer', 'weak_label_file', 'write_gt_labels', 'label_quality',
            'phantom_config', 'finetune_phantom', 'phantom_forward', 'evaluate_phantom', 'summarize', 'prepare_seed',
            'subset_json', 'run_phantom', 'base_sha', 'run_grid', 'aggregate', 'paired_delta', 'results_table',
-           'table_specs', 'ablation_specs', 'attention_figure', 'slake_words', 'run_slake', 'run_slake_grid',
-           'demo_report', 'demo', 'demo_cli']
+           'table_specs', 'ablation_specs', 'attention_figure', 'seed_models', 'slake_words', 'run_slake',
+           'run_slake_grid', 'demo_report', 'demo', 'demo_cli']
 
 # %% ../nbs/06_experiments.ipynb #9ec7c87b
 import argparse, hashlib, io, json, math, re, sys, time
@@ -239,6 +239,7 @@ def run_phantom(spec:dict, # {name, seed, labels: 'weak' | 'gt' | None, cfg: ove
 
 # %% ../nbs/06_experiments.ipynb #ef7c7eef
 def _key(s): return f"{s['name']}|{s.get('seed', 0)}"
+def _run_dir(work, s)->Path: return Path(work)/_key(s).replace('|', '-').replace('³', '3')   # adapter folder of a run spec
 
 def base_sha(base=None)->str:
     "First 12 hex digits of the phantom base's weights' sha256 (which base a result came from)."
@@ -265,7 +266,7 @@ def run_grid(specs:list, # run specs (see `run_phantom`)
             if s['name'] == 'base':
                 model, proc = load_phantom_base(base)
                 r = dict(s, train_s=0., eval_s=0., steps=0, **summarize(evaluate_phantom(model, proc, te)))
-            else: r = run_phantom(s, paths, work/'runs'/_key(s).replace('|', '-').replace('³', '3'), te, base, progress)[0]
+            else: r = run_phantom(s, paths, _run_dir(work/'runs', s), te, base, progress)[0]
             done.append(dict(r, base_sha=sha)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return [r for r in done if _key(r) in {_key(s) for s in specs}]
 
@@ -334,6 +335,15 @@ def attention_figure(models:dict, # title -> model
     fig.suptitle(f"{item['question']} → {item['answer']}", fontsize=9); fig.tight_layout()
     return fig
 
+def seed_models(work, # working folder of `run_grid`
+                seed:int=0, # the seed whose LoRA and A³Tune adapters to load
+                base=None, # phantom base folder (shipped when None)
+               )->tuple:
+    "({'base', 'LoRA', 'A³Tune'} -> model, processor): the base and the adapters a `run_grid` seed saved, each on its own copy of the base."
+    m, proc = load_phantom_base(base); models = {'base': m}
+    for n in ('LoRA', 'A³Tune'): models[n] = load_a3tune(load_phantom_base(base)[0], _run_dir(Path(work)/'runs', dict(name=n, seed=seed)))
+    return models, proc
+
 # %% ../nbs/06_experiments.ipynb #7920c411
 def slake_words(root)->list:
     "Every lower-cased word and punctuation mark of SLAKE's train and validate questions and answers."
@@ -372,18 +382,14 @@ def run_slake_grid(root, # SLAKE-mini folder
     for s in tqdm([s for s in specs if _key(s) not in {_key(r) for r in done}], desc='SLAKE-mini runs', disable=not progress):
         kw = dict(base=dict(max_steps=0, **LORA), LoRA=LORA, **{'A³Tune': {}})[s['name']]
         cfg = phantom_config(seed=s['seed'], epochs=epochs, **kw)
-        r = run_slake(root, labels if s['name'] == 'A³Tune' else None, cfg, Path(work)/_key(s).replace('|', '-').replace('³', '3'))[0]
+        r = run_slake(root, labels if s['name'] == 'A³Tune' else None, cfg, _run_dir(work, s))[0]
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
 # %% ../nbs/06_experiments.ipynb #0df1e708
 def _figures(out, results, items, base, work, n):
     import matplotlib.pyplot as plt
-    s = min(r['seed'] for r in results if r['name'] != 'base')
-    models = {'base': load_phantom_base(base)[0]}
-    for name in ('LoRA', 'A³Tune'):
-        models[name] = load_a3tune(load_phantom_base(base)[0], Path(work)/'runs'/_key(dict(name=name, seed=s)).replace('|', '-').replace('³', '3'))
-    proc, paths = load_phantom_base(base)[1], []
+    models, proc = seed_models(work, min(r['seed'] for r in results if r['name'] != 'base'), base); paths = []
     picks = [next((it for it in items if it['qtype'] == q), None) for q in ('lesion_at', 'lesion_in', 'which_lesion', 'where_organ', 'which_enlarged')]
     for i, it in enumerate([p for p in picks if p][:n]):
         fig = attention_figure(models, proc, it); p = Path(out)/'figures'/f"attention_{i}_{it['qtype']}.png"
