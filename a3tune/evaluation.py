@@ -555,6 +555,7 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
              figures:int=0, # SLAKE folder only: draw the Eq. 2 and top-R maps of the first N items
             )->dict:
     "Generate answers with a (tuned) LLaVA model and score them: answers.jsonl, metrics.json (strict JSON), figures."
+    if None in (model, data, out): raise ValueError("evaluate needs model, data and out (--model, --data, --out)")
     if (attention or figures) and not Path(data).is_dir(): raise ValueError(f"--attention/--figures need a SLAKE folder as --data (ground truth), got {data}")
     o = Path(out); o.mkdir(parents=True, exist_ok=True)
     items = load_items(data, split, images)[:limit]
@@ -563,7 +564,8 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
     kw = dict(layers=dola_layers if dola_layers in ('high', 'low') else [int(j) for j in dola_layers.split(',')]) if strategy == 'dola' else {}
     recs = generate_answers(m, processor, items, strategy, batch_size, max_new_tokens, o/'answers.jsonl', seed, progress, **kw)
     tabs = {k: vqa_table(recs, k, seed=seed) for k in VQA_METRICS}
-    res = dict(model=str(model), adapter=adapter, data=str(data), split=split, strategy=strategy, n=len(recs), R=R,
+    res = dict(model=str(model), adapter=adapter, data=str(data), split=split, strategy=strategy,
+               strategy_options={**STRATEGIES[strategy].options, **kw}, n=len(recs), R=R,
                **{k: t.rows for k, t in tabs.items()})
     for it, r in zip(items, recs): it['prediction'] = r['prediction']
     if attention:

@@ -32,7 +32,7 @@ def test_eval_cli_with_adapter(trained, tmp_path, strategy):
     recs = read_jsonl(tmp_path/'o/answers.jsonl')
     assert len(recs) == 4 and all(set(RECORD_FIELDS) <= set(r) for r in recs)
     res = json.loads((tmp_path/'o/metrics.json').read_text())
-    assert res['strategy'] == strategy and res['R'] == 3 and res['legacy'][0]['n_open'] + res['legacy'][0]['n_closed'] == 4
+    assert res['strategy'] == strategy and res['R'] == 3 and set(res['strategy_options']) >= ({'layers'} if strategy == 'dola' else {'num_beams'}) and res['legacy'][0]['n_open'] + res['legacy'][0]['n_closed'] == 4
     assert res['attention'][0]['n_mass_in_gt'] == 4 and res['attention'][0]['n_heads_mass_in_gt'] == 4
     assert [p.suffix for p in (tmp_path/'o/figures').iterdir()] == ['.png']
 
@@ -78,3 +78,12 @@ def test_eval_caps_R_and_writes_strict_json(tmp_path):
     assert res['R'] == 8
     for l in (tmp_path/'o/attention.jsonl').read_text().splitlines(): json.loads(l, parse_constant=lambda c: pytest.fail(c))
     assert res['attention'][0]['n_mass_in_gt'] == 0 and res['attention'][0]['mass_in_gt'] is None and 'NaN' not in txt
+
+def test_eval_help_lists_the_strategy_registry(capsys):
+    from a3tune.decoding import register_strategy, hf_generate, STRATEGIES
+    register_strategy('toy_sampling', 'toy: sampling at temperature 0.7', do_sample=True, temperature=0.7)(hf_generate)
+    try:
+        with pytest.raises(SystemExit): main(['eval', '--help'])
+        h = capsys.readouterr().out
+        assert 'toy_sampling' in h and 'nucleus sampling' in h and '--dola-layers' in h
+    finally: del STRATEGIES['toy_sampling']
