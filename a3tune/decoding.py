@@ -26,7 +26,9 @@ def vqa_prompt(processor, # a LLaVA processor with a chat template
     "The text `A3Collator` trains on: `a3tune.data.prompt_text`."
     return prompt_text(processor, question, answer)
 
-def open_image(x):
+def open_image(x, # a PIL image or an image path
+              )->Image.Image:
+    "`x` as an RGB PIL image; a FileNotFoundError naming the item field when the path does not exist."
     if isinstance(x, Image.Image): return x.convert('RGB')
     if not Path(x).exists(): raise FileNotFoundError(f"image {x} not found (item field 'image')")
     return Image.open(x).convert('RGB')
