@@ -29,3 +29,10 @@ def test_demo_rejects_bad_arguments(capsys):
     except SystemExit as e: assert e.code == 2
     else: raise AssertionError('argparse should exit')
     assert "invalid int value: 'zero'" in capsys.readouterr().err
+
+def test_demo_help_lists_options(capsys):
+    try: main(['demo', '--help'])
+    except SystemExit as e: assert e.code == 0
+    h = capsys.readouterr().out
+    for flag in ('--out', '--seeds', '--threads', '--n-train', '--n-test', '--epochs', '--max-steps', '--scorer-images',
+                 '--scorer-steps', '--figures', '--base', '--no-progress'): assert flag in h, flag

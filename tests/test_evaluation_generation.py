@@ -6,8 +6,9 @@ from a3tune.preliminaries import set_threads, tiny_llava, get_adapter
 from a3tune.a3moe import A3Context
 from a3tune.data import A3Collator
 from a3tune.training import A3TuneConfig, a3tune_model, save_a3tune, load_a3tune
+from a3tune.decoding import *
+from a3tune.decoding import _repetition_penalty
 from a3tune.evaluation import *
-from a3tune.evaluation import _image, _repetition_penalty
 
 set_threads(1)
 TINY_A3 = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0, R=3)
@@ -70,7 +71,7 @@ def test_beam_runs_under_the_context(a3):
 
 def test_prompt_is_the_collators(a3):
     _, proc, _, items = a3
-    tb = A3Collator(proc)([dict(id=it['id'], image=_image(it['image']), question=it['question'], answer=it['answer'], label=None) for it in items])
+    tb = A3Collator(proc)([dict(id=it['id'], image=open_image(it['image']), question=it['question'], answer=it['answer'], label=None) for it in items])
     gi = vqa_inputs(proc, [it['image'] for it in items], [vqa_prompt(proc, it['question']) for it in items])
     for b in range(len(items)):
         p = gi['input_ids'][b][gi['attention_mask'][b].bool()]
