@@ -18,6 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
 from fastcore.docments import docments
+from fastcore.basics import patch
 from fastcore.script import Param
 
 
@@ -349,7 +350,8 @@ class _RowsSoftmax(torch.autograd.Function):
             grads += [gq.to(q.dtype), gk.to(k.dtype)]
         return (None, None, None, *grads)
 
-def _result(self:AttentionRecorder)->AttentionRows:
+@patch
+def result(self:AttentionRecorder)->AttentionRows:
     "Compute the recorded rows' attention probabilities for all layers: `AttentionRows`."
     if not self.q: raise RuntimeError("no attention was recorded: the text tower does not use the 'a3_sdpa' attention; "
                                       "call `enable_attention_rows(model)` before the forward.")
@@ -357,13 +359,12 @@ def _result(self:AttentionRecorder)->AttentionRows:
     qk = [t for i in layers for t in (self.q[i], self.k[i])]
     probs = _RowsSoftmax.apply(self.rows, self.row_mask, [self.mask[i] for i in layers], *qk)   # [B, L, H, Q, T]
     return AttentionRows(probs, self.rows, self.row_mask)
-AttentionRecorder.result = _result
 
+@patch
 @torch.no_grad()
-def _recorded_layer(self:AttentionRecorder, i:int)->torch.Tensor:
+def layer_probs(self:AttentionRecorder, i:int)->torch.Tensor:
     "Probabilities `[B, H, Q, T]` of recorded layer `i`, without gradient (one layer at a time, e.g. for Eq. 8)."
     return _layer_probs(self.q[i], self.k[i], self.mask[i], self.rows, self.row_mask)
-AttentionRecorder.layer_probs = _recorded_layer
 
 # %% ../nbs/00_preliminaries.ipynb #128a3719
 def enable_attention_rows(model):

@@ -11,8 +11,9 @@ REPO = Path(__file__).parents[1]
 SLAKE = slake_mini()   # $A3TUNE_DATA, else ../shared/data beside the repository, else the vendored copy
 WORDS = ['modality', 'used', 'take', 'organ', 'largest', 'system', 'belong']
 # a tiny A³Tune: 2 Q experts, 4 K experts, rank-8 LoRA, no dropout (runs must be comparable), 1 log per step
-TINY = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0,
-            logging_steps=1, per_device_batch_size=2, grad_accum=1, max_steps=3, save_steps=1, bf16='false')
+MOE = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0)
+TINY = dict(logging_steps=1, per_device_batch_size=2, grad_accum=1, max_steps=3, save_steps=1, bf16='false',
+            **{f'moe.{k}': v for k, v in MOE.items()})
 
 def sets(**kw):
     "`--set key=value` arguments for `TINY` updated with `kw`."

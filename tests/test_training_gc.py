@@ -3,10 +3,12 @@ import copy
 import pytest, torch, torch.nn as nn
 from peft.tuners.lora import LoraLayer
 from _training_fixtures import make_fixture, logits, SLAKE
+from a3tune.a3moe import A3MoEConfig
 from a3tune.training import A3TuneConfig, A3Trainer, a3tune_model, training_args, merge_lora
 from a3tune.data import A3Collator, A3Dataset, join_labels
 
-CFG = A3TuneConfig(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0., lora_dropout=0., balance_coef=.01)
+CFG = A3TuneConfig(moe=A3MoEConfig(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0., lora_dropout=0.),
+                   balance_coef=.01)
 
 
 @pytest.fixture(scope='module')
