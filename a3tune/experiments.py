@@ -29,14 +29,14 @@ from .evaluation import (vqa_table, attention_metrics, gt_grid, model_view, view
                                attention_records)
 
 # %% ../nbs/06_experiments.ipynb #afa20a2a
-PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16., lora_rank=8,
-                   lora_alpha=16., lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=6, warmup=0.05, gradient_checkpointing=False,
+PHANTOM_CFG = dict(R=4, lam=0.1, k_segments=4, moe=dict(q_experts=4, k_experts=8, top_b=2, expert_rank=8, expert_alpha=16.,
+                   lora_rank=8, lora_alpha=16.), lr=3e-3, per_device_batch_size=16, grad_accum=1, epochs=6, warmup=0.05, gradient_checkpointing=False,
                    bf16='false', logging_steps=20, save_steps=10**6, save_total_limit=None)
 LORA = dict(use_moe=False, lam=0.)
 
 def phantom_config(**kw)->A3TuneConfig:
     "The A³Tune configuration for the phantom base, with field overrides."
-    return A3TuneConfig(**{**PHANTOM_CFG, **kw})
+    return A3TuneConfig().update(PHANTOM_CFG).update(kw)   # `moe=dict(...)` in `kw` updates the experts, not replaces them
 
 def finetune_phantom(json_path, # phantom training set (LLaVA JSON)
                      labels, # label file (weak or GT), or None for the LM loss only
@@ -205,7 +205,7 @@ SEEDS = (0, 1, 2, 3, 4)
 ABLATIONS = {'A³Tune GT labels': dict(labels='gt'),
              **{f'R={r}': dict(cfg=dict(R=r)) for r in (1, 2, 8)},
              **{f'K={k}': dict(cfg=dict(k_segments=k)) for k in (1, 2, 8)},
-             'w/o Q-MoE': dict(cfg=dict(q_experts=1)), 'w/o K-MoE': dict(cfg=dict(k_experts=1, top_b=1)),
+             'w/o Q-MoE': dict(cfg=dict(moe=dict(q_experts=1))), 'w/o K-MoE': dict(cfg=dict(moe=dict(k_experts=1, top_b=1))),
              'w/o A³MoE': dict(cfg=dict(use_moe=False)),
              **{f'λ={l}': dict(cfg=dict(lam=l)) for l in (0., 0.03, 0.3, 1.)}}
 

@@ -11,7 +11,7 @@ from a3tune.decoding import _repetition_penalty
 from a3tune.evaluation import *
 
 set_threads(1)
-TINY_A3 = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0, R=3)
+TINY_A3 = dict(moe=dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0), R=3)
 
 from _data import slake_root as _slake
 
