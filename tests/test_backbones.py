@@ -7,7 +7,7 @@ from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
 from a3tune.training import STATS, A3TuneConfig, A3Trainer, a3tune_model, training_args, train, load_a3tune
-from a3tune.evaluation import generate_batch
+from a3tune.evaluation import generate_batch, a3_generation_context
 from _data import slake_root
 
 set_threads(1)
@@ -20,11 +20,17 @@ def _data(tmp, n=6):
     slake_gt_labels(recs[:n - 1], root/'imgs', tmp/'labels.jsonl', k=2)
     return A3Dataset(recs, root/'imgs', join_labels(recs, tmp/'labels.jsonl', root/'imgs'))
 
+def _two(ds, proc):
+    "Sample 0 and the first sample whose question has another length (so the prompt batch is padded)."
+    n = lambda i: len(proc.tokenizer(ds[i]['question'])['input_ids'])
+    return [0, next(i for i in range(1, len(ds)) if n(i) != n(0))]
+
 def _greedy_equals_full_forward(model, proc, images, questions, n=5, **extra):
     "Greedy answers of `generate_batch` (A³MoE routing cached at prefill) equal the argmax of one full forward, token by token."
     vis_id = get_adapter(model).image_token_id   # a random model may emit the image token: not a valid answer, suppressed
     preds, out, inp = generate_batch(model, proc, images, questions, max_new_tokens=n, return_ids=True, suppress_tokens=[vis_id])
     T = inp['input_ids'].shape[1]
+    assert (inp['attention_mask'][:, 0] == 0).any()                    # a left-padded batch
     am = torch.cat([inp['attention_mask'], torch.ones_like(out[:, T:])], 1)
     full = {k: v for k, v in inp.items() if k not in ('input_ids', 'attention_mask')}
     for k in ('mm_token_type_ids', 'token_type_ids'):
@@ -47,7 +53,7 @@ def test_qwen2_vl_train_save_load_generate(tmp_path, version):
     logs = [l for l in tr.state.log_history if 'align_loss' in l]
     assert len(logs) == 3 and all(l['align_loss'] > 0 and l['lm_loss'] > 0 for l in logs)
     model = load_a3tune(copy.deepcopy(base), tmp_path/'run')
-    ims, qs = [Image.fromarray(ds[i]['image']) for i in (0, 3)], [ds[i]['question'] for i in (0, 3)]
+    ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
     _greedy_equals_full_forward(model, proc, ims, qs)
     b = A3Collator(proc)([ds[0], ds[1]])
     kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids')}
@@ -95,3 +101,22 @@ def test_gemma3_steps_save_load_generate(tmp_path):
         ref = model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
         got = loaded(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+    # greedy generation (Q-routing cached at prefill) equals a full forward's argmax, token by token
+    vis_id, n = get_adapter(loaded).image_token_id, 5
+    idx = _two(ds, proc)
+    inp = dict(proc(images=[[Image.fromarray(ds[i]['image'])] for i in idx], return_tensors='pt', padding=True, padding_side='left',
+                    text=[prompt_text(proc, ds[i]['question']) for i in idx], add_special_tokens=False))
+    assert (inp['attention_mask'][:, 0] == 0).any()
+    with torch.no_grad(), a3_generation_context(loaded, inp):
+        out = loaded.generate(**inp, max_new_tokens=n, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id, suppress_tokens=[vis_id])
+    T = inp['input_ids'].shape[1]
+    am = torch.cat([inp['attention_mask'], torch.ones_like(out[:, T:])], 1)
+    pm = (out != vis_id) & am.bool() & (torch.arange(out.shape[1]) < T)
+    with torch.no_grad():
+        lg = loaded(input_ids=out, attention_mask=am, pixel_values=inp['pixel_values'], a3ctx=A3Context(out == vis_id, pm),
+                    token_type_ids=torch.cat([inp['token_type_ids'], torch.zeros_like(out[:, T:])], 1)).logits
+    lg[..., vis_id] = float('-inf')
+    new, ref = out[:, T:], lg[:, T-1:-1].argmax(-1)
+    done = (new == proc.tokenizer.eos_token_id).long().cumsum(1).cumsum(1) > 1
+    assert torch.equal(new[~done], ref[~done])
