@@ -7,7 +7,7 @@ __all__ = ['QWEN_SPECIALS', 'QWEN_TEMPLATE', 'GEMMA_SPECIALS', 'GEMMA_TEMPLATE',
            'check_attention_rows', 'tiny_qwen2_vl', 'qwen2_vl_geometry', 'tiny_gemma3', 'gemma3_geometry',
            'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
 
-# %% ../nbs/00b_backbones.ipynb #ad32d4af
+# %% ../nbs/00b_backbones.ipynb #20f7baf7
 import math, time
 import numpy as np, torch
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
@@ -17,7 +17,7 @@ from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForCond
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from .preliminaries import BASE_WORDS, LVLMAdapter, ImageGeometry, register_geometry, attention_rows, enable_attention_rows
 
-# %% ../nbs/00b_backbones.ipynb #6f3f7398
+# %% ../nbs/00b_backbones.ipynb #23e50dd1
 def local_tokenizer(specials:list, # special tokens, first in the vocabulary, in this order
                     words=(), # extra vocabulary words (lower-cased)
                     **named, # `bos_token=`, `eos_token=`, `pad_token=`, `extra_special_tokens=` ... (names from `specials`)
@@ -30,7 +30,7 @@ def local_tokenizer(specials:list, # special tokens, first in the vocabulary, in
     tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token='<unk>', **named)
 
-# %% ../nbs/00b_backbones.ipynb #77273c4e
+# %% ../nbs/00b_backbones.ipynb #8bc5bc8e
 def eager_rows(model, # an HF vision-language model (its attention is restored afterwards)
                inputs:dict, # the processor's batch
                rows:torch.Tensor, # `[B, Q]` query positions (`AttentionRows.rows`)
@@ -56,7 +56,7 @@ def check_attention_rows(model, # the model to check (a tiny random one of the n
     with torch.no_grad(): r = attention_rows(model, inputs, query_mask)
     return (r.probs - eager_rows(model, inputs, r.rows, r.row_mask)).abs().max().item()
 
-# %% ../nbs/00b_backbones.ipynb #67a5182f
+# %% ../nbs/00b_backbones.ipynb #28dbacc3
 QWEN_SPECIALS = ['<pad>', '<unk>', '<|im_start|>', '<|im_end|>', '<|vision_start|>', '<|vision_end|>', '<|image_pad|>', '<|video_pad|>']
 QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {% if m['content'] is string %}{{ m['content'] }}"
     "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
@@ -100,7 +100,7 @@ def tiny_qwen2_vl(seed:int=0, # seed of the random weights
     vp = Qwen2VLVideoProcessor(patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=f*f, max_pixels=max_side**2)
     return model, P(image_processor=ip, tokenizer=tok, video_processor=vp, chat_template=QWEN_TEMPLATE)
 
-# %% ../nbs/00b_backbones.ipynb #c3cc79b5
+# %% ../nbs/00b_backbones.ipynb #329855f2
 @LVLMAdapter.register('qwen2_vl', 'qwen2_5_vl')
 def _qwen_language_model(model): return model.model.language_model
 
@@ -119,7 +119,7 @@ def qwen2_vl_geometry(processor, # a Qwen2-VL / Qwen2.5-VL processor (or its ima
     if h % f or w % f: raise ValueError(f"image {H}×{W} is not a multiple of {f} px and the processor does not resize it: set do_resize=True")
     return ImageGeometry((H, W), (h / H, w / W), (0., 0.), (h, w), (h // f, w // f))
 
-# %% ../nbs/00b_backbones.ipynb #ba50c1e4
+# %% ../nbs/00b_backbones.ipynb #3bb0d54b
 GEMMA_SPECIALS = ['<pad>', '<eos>', '<bos>', '<unk>', '<start_of_turn>', '<end_of_turn>', '<start_of_image>', '<end_of_image>', '<image_soft_token>']
 GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }} "
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<start_of_image>"
@@ -156,7 +156,7 @@ def tiny_gemma3(seed:int=0, # seed of the random weights
     ip = Gemma3ImageProcessor(size={'height': image_size, 'width': image_size})
     return model, Gemma3Processor(image_processor=ip, tokenizer=tok, chat_template=GEMMA_TEMPLATE, image_seq_length=tokens_per_image)
 
-# %% ../nbs/00b_backbones.ipynb #57a2acb2
+# %% ../nbs/00b_backbones.ipynb #2e925ddf
 @LVLMAdapter.register('gemma3')
 def _gemma3_language_model(model): return model.model.language_model
 
@@ -173,7 +173,7 @@ def gemma3_geometry(processor, # a Gemma 3 processor (it knows `image_seq_length
     s = math.isqrt(n)
     return ImageGeometry((H, W), (h / H, w / W), (0., 0.), (h, w), (s, s))
 
-# %% ../nbs/00b_backbones.ipynb #40542c40
+# %% ../nbs/00b_backbones.ipynb #1306d50d
 class UnsupportedBackbone(ValueError): "A model type a3tune has no adapter for."
 
 def supported_backbones()->list:
