@@ -5,17 +5,23 @@
 # %% auto #0
 __all__ = ['QWEN_SPECIALS', 'QWEN_TEMPLATE', 'GEMMA_SPECIALS', 'GEMMA_TEMPLATE', 'local_tokenizer', 'eager_rows',
            'check_attention_rows', 'tiny_qwen2_vl', 'qwen2_vl_geometry', 'tiny_gemma3', 'gemma3_geometry',
+           'tiny_llava_next', 'AnyresLayout', 'anyres_layout', 'anyres_region', 'llava_next_base_geometry',
            'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
 
-# %% ../nbs/00b_backbones.ipynb #20f7baf7
+# %% ../nbs/00b_backbones.ipynb #c92c66ad
 import math, time
+from dataclasses import dataclass
 import numpy as np, torch
 from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizers
 from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2_5_VLConfig,
                           Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor, Qwen2_5_VLProcessor, Qwen2VLImageProcessor,
-                          Qwen2VLVideoProcessor, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3ImageProcessor)
+                          Qwen2VLVideoProcessor, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3ImageProcessor,
+                          LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor, LlavaNextImageProcessor,
+                          CLIPVisionConfig, LlamaConfig)
+from transformers.image_processing_utils import select_best_resolution
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-from .preliminaries import BASE_WORDS, LVLMAdapter, ImageGeometry, register_geometry, attention_rows, enable_attention_rows
+from .preliminaries import (BASE_WORDS, CHAT_TEMPLATE, tiny_tokenizer, LVLMAdapter, ImageGeometry, register_geometry,
+                                  region_to_grid, attention_rows, enable_attention_rows)
 
 # %% ../nbs/00b_backbones.ipynb #23e50dd1
 def local_tokenizer(specials:list, # special tokens, first in the vocabulary, in this order
@@ -173,7 +179,91 @@ def gemma3_geometry(processor, # a Gemma 3 processor (it knows `image_seq_length
     s = math.isqrt(n)
     return ImageGeometry((H, W), (h / H, w / W), (0., 0.), (h, w), (s, s))
 
-# %% ../nbs/00b_backbones.ipynb #1306d50d
+# %% ../nbs/00b_backbones.ipynb #c19c3cff
+def tiny_llava_next(seed:int=0, # seed of the random weights
+                    image_size:int=32, # tile side (CLIP input) in pixels
+                    patch_size:int=8, # vision patch side: (image_size/patch_size)² tokens per tile
+                    pinpoints=((32, 64), (64, 32), (64, 64)), # `image_grid_pinpoints`: the high-resolution canvases (H, W)
+                    hidden_size:int=64, # language-model width
+                    num_layers:int=2, # decoder layers
+                    num_heads:int=4, # attention heads per layer
+                    vision_hidden:int=32, # vision-tower width
+                    words=(), # extra vocabulary words
+                   ):
+    "A randomly initialised, offline LLaVA-NeXT (anyres tiles, unpadding, image newlines) and its processor: `(model, processor)`."
+    tok, pins = tiny_tokenizer(words), [list(p) for p in pinpoints]
+    vc = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2*vision_hidden, num_hidden_layers=1, num_attention_heads=2,
+                          image_size=image_size, patch_size=patch_size, projection_dim=vision_hidden)
+    tc = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2*hidden_size, num_hidden_layers=num_layers,
+                     num_attention_heads=num_heads, num_key_value_heads=num_heads, max_position_embeddings=4096, tie_word_embeddings=False,
+                     pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = LlavaNextConfig(vision_config=vc, text_config=tc, image_token_index=tok.image_token_id, image_grid_pinpoints=pins,
+                          vision_feature_layer=-1, vision_feature_select_strategy='default')
+    cfg.pad_token_id = tok.pad_token_id
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(cfg).eval()
+    model.set_attn_implementation('sdpa')
+    ip = LlavaNextImageProcessor(size={'shortest_edge': image_size}, crop_size={'height': image_size, 'width': image_size},
+                                 image_grid_pinpoints=pins)
+    return model, LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=patch_size, vision_feature_select_strategy='default',
+                                     num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
+
+# %% ../nbs/00b_backbones.ipynb #1a18c6db
+@dataclass
+class AnyresLayout:
+    "LLaVA-NeXT's visual tokens of one image: the base tile's grid, then the unpadded high-resolution grid, each row ended by a newline."
+    base: ImageGeometry     # the whole image squashed to one tile
+    hires: ImageGeometry    # the image resized into the best canvas, padded to it, all tiles' patches as one grid
+    keep: tuple             # (r0, r1, c0, c1): the hires cells left after unpadding
+    @property
+    def n_tokens(self)->int:
+        "Visual tokens of the image: base cells + kept hires cells + one newline per kept row."
+        r0, r1, c0, c1 = self.keep
+        return self.base.grid[0] * self.base.grid[1] + (r1 - r0) * (c1 - c0 + 1)
+
+def anyres_layout(processor, # a LLaVA-NeXT processor
+                  image_size, # (H, W) of the original image
+                 )->AnyresLayout:
+    "Where the visual tokens of a `image_size` image come from, following LLaVA-NeXT's processor and `pack_image_features`."
+    ip, ps = processor.image_processor, processor.patch_size
+    H, W = map(int, image_size); c = _size(ip, 'height') if ip.crop_size is None else ip.crop_size['height']
+    S = _size(ip, 'shortest_edge') or _size(ip, 'height')
+    if ip.do_center_crop and S != c: raise ValueError(f"anyres with size {S} ≠ crop {c} is not supported: use equal sizes (as LLaVA-NeXT does)")
+    g = c // ps
+    base = ImageGeometry((H, W), (S / H, S / W), (0., 0.), (S, S), (g, g))
+    Hb, Wb = select_best_resolution((H, W), ip.image_grid_pinpoints)
+    if Wb / W < Hb / H: nw, nh = Wb, min(math.ceil(H * Wb / W), Hb)
+    else: nh, nw = Hb, min(math.ceil(W * Hb / H), Wb)
+    Fh, Fw = Hb // c * g, Wb // c * g
+    hires = ImageGeometry((H, W), (nh / H, nw / W), (float((Hb - nh) // 2), float((Wb - nw) // 2)), (Hb, Wb), (Fh, Fw))
+    r0, r1, c0, c1 = 0, Fh, 0, Fw
+    if W / H > Fw / Fh: p = (Fh - int(round(H * (Fw / W), 7))) // 2; r0, r1 = p, Fh - p
+    else: p = (Fw - int(round(W * (Fh / H), 7))) // 2; c0, c1 = p, Fw - p
+    return AnyresLayout(base, hires, (r0, r1, c0, c1))
+
+class _Fixed:
+    "A stand-in processor with a given geometry, so one tile reuses `region_to_grid`'s coverage rule."
+    def __init__(self, g:ImageGeometry): self.g = g
+register_geometry('_Fixed')(lambda p, image_size: p.g)
+
+@register_geometry('LlavaNextImageProcessor', 'LlavaNextImageProcessorPil', tokens=True)
+def anyres_region(region, # bool/float mask `[H, W]` (or `[K, H, W]`) on the original image, or a box `(x, y, w, h)`
+                  image_size, # (H, W) of the original image
+                  processor, # a LLaVA-NeXT processor
+                 )->torch.Tensor:
+    "Coverage of every LLaVA-NeXT visual token in sequence order (base tile, hires rows, 0 for newlines): `[1, N]` (or `[K, 1, N]`)."
+    L = anyres_layout(processor, image_size); r0, r1, c0, c1 = L.keep
+    base = region_to_grid(region, image_size, _Fixed(L.base))
+    hi = region_to_grid(region, image_size, _Fixed(L.hires))[..., r0:r1, c0:c1]
+    hi = torch.cat([hi, hi.new_zeros(*hi.shape[:-1], 1)], -1)                 # the newline ending each row covers nothing
+    return torch.cat([base.flatten(-2), hi.flatten(-2)], -1).unsqueeze(-2)
+
+@register_geometry('LlavaNextImageProcessor', 'LlavaNextImageProcessorPil')
+def llava_next_base_geometry(processor, image_size)->ImageGeometry:
+    "The base tile's geometry (whole image squashed to one tile): what a single-grid figure of LLaVA-NeXT shows."
+    return anyres_layout(processor, image_size).base
+
+# %% ../nbs/00b_backbones.ipynb #a3fe0481
 class UnsupportedBackbone(ValueError): "A model type a3tune has no adapter for."
 
 def supported_backbones()->list:

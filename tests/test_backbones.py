@@ -1,9 +1,9 @@
-"End to end on the tiny Qwen2-VL and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
+"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
 import copy
 import pytest, torch
 from PIL import Image
 from a3tune.preliminaries import set_threads, get_adapter
-from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3
+from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
 from a3tune.training import STATS, A3TuneConfig, A3Trainer, a3tune_model, training_args, train, load_a3tune
@@ -44,10 +44,13 @@ def _greedy_equals_full_forward(model, proc, images, questions, n=5, **extra):
     assert torch.equal(new[~done], ref[~done])
     return preds
 
-@pytest.mark.parametrize('version', ['2', '2.5'])
-def test_qwen2_vl_train_save_load_generate(tmp_path, version):
+BACKBONES = {'qwen2_vl': lambda: tiny_qwen2_vl(words=WORDS), 'qwen2_5_vl': lambda: tiny_qwen2_vl(version='2.5', words=WORDS),
+             'llava_next': lambda: tiny_llava_next(words=WORDS)}
+
+@pytest.mark.parametrize('backbone', list(BACKBONES))
+def test_train_save_load_generate(tmp_path, backbone):
     ds = _data(tmp_path)
-    base, proc = tiny_qwen2_vl(version=version, words=WORDS)
+    base, proc = BACKBONES[backbone]()
     tr = train(copy.deepcopy(base), proc, ds, A3TuneConfig(**TINY), tmp_path/'run', max_steps=3, per_device_train_batch_size=2,
                logging_steps=1, save_steps=100, disable_tqdm=True, report_to='none')
     logs = [l for l in tr.state.log_history if 'align_loss' in l]
@@ -56,7 +59,7 @@ def test_qwen2_vl_train_save_load_generate(tmp_path, version):
     ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
     _greedy_equals_full_forward(model, proc, ims, qs)
     b = A3Collator(proc)([ds[0], ds[1]])
-    kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids')}
+    kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids', 'image_sizes') if k in b}
     with torch.no_grad():
         got = model(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
         ref = tr.model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
