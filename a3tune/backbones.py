@@ -6,7 +6,7 @@
 __all__ = ['QWEN_SPECIALS', 'QWEN_TEMPLATE', 'GEMMA_SPECIALS', 'GEMMA_TEMPLATE', 'local_tokenizer', 'eager_rows',
            'check_attention_rows', 'tiny_qwen2_vl', 'qwen2_vl_geometry', 'tiny_gemma3', 'gemma3_geometry',
            'tiny_llava_next', 'AnyresLayout', 'anyres_layout', 'anyres_region', 'llava_next_base_geometry',
-           'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
+           'tokens_to_image', 'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
 
 # %% ../nbs/00b_backbones.ipynb #c92c66ad
 import math, time
@@ -21,7 +21,7 @@ from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForCond
 from transformers.image_processing_utils import select_best_resolution
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from .preliminaries import (BASE_WORDS, CHAT_TEMPLATE, tiny_tokenizer, LVLMAdapter, ImageGeometry, register_geometry,
-                                  region_to_grid, attention_rows, enable_attention_rows)
+                                  image_geometry, region_to_grid, attention_rows, enable_attention_rows)
 
 # %% ../nbs/00b_backbones.ipynb #23e50dd1
 def local_tokenizer(specials:list, # special tokens, first in the vocabulary, in this order
@@ -263,7 +263,33 @@ def llava_next_base_geometry(processor, image_size)->ImageGeometry:
     "The base tile's geometry (whole image squashed to one tile): what a single-grid figure of LLaVA-NeXT shows."
     return anyres_layout(processor, image_size).base
 
-# %% ../nbs/00b_backbones.ipynb #a3fe0481
+# %% ../nbs/00b_backbones.ipynb #f8db8f37
+def _paint(grid:torch.Tensor, g:ImageGeometry)->torch.Tensor:
+    "Each original-image pixel takes the value of the grid cell its centre falls in: `[H, W]`, NaN outside the model input."
+    idx, ok = [], []
+    for ax in (0, 1):
+        c = (torch.arange(g.image_size[ax], dtype=torch.float64) + .5) * g.scale[ax] + g.offset[ax]      # pixel centres in the input
+        i = torch.floor(c / (g.input_size[ax] / g.grid[ax])).long()
+        idx.append(i.clamp(0, g.grid[ax] - 1)); ok.append((i >= 0) & (i < g.grid[ax]))
+    out = grid.float()[idx[0]][:, idx[1]]
+    return out.masked_fill(~(ok[0][:, None] & ok[1][None]), float('nan'))
+
+def tokens_to_image(values, # `[N]` one value per visual token, in sequence order (e.g. an Eq. 2 map)
+                    image_size, # (H, W) of the original image
+                    processor, # the model's processor
+                   )->torch.Tensor:
+    "The inverse of `region_to_grid` for figures: a per-token map painted on the original image, `[H, W]` (anyres: base and high-res views averaged)."
+    v = torch.as_tensor(values).flatten().float()
+    if type(getattr(processor, 'image_processor', processor)).__name__.startswith('LlavaNextImageProcessor'):
+        L = anyres_layout(processor, image_size); (gr, gc), (r0, r1, c0, c1) = L.base.grid, L.keep
+        base, hi = v[:gr * gc].view(gr, gc), v[gr * gc:].view(r1 - r0, c1 - c0 + 1)[:, :-1]      # drop the newlines
+        full = torch.full(L.hires.grid, float('nan')); full[r0:r1, c0:c1] = hi
+        return torch.stack([_paint(base, L.base), _paint(full, L.hires)]).nanmean(0)
+    g = image_geometry(processor, image_size)
+    if v.numel() != g.grid[0] * g.grid[1]: raise ValueError(f"{v.numel()} values but the image has {g.grid[0]}×{g.grid[1]} visual tokens")
+    return _paint(v.view(g.grid), g)
+
+# %% ../nbs/00b_backbones.ipynb #bcd29d79
 class UnsupportedBackbone(ValueError): "A model type a3tune has no adapter for."
 
 def supported_backbones()->list:
