@@ -14,6 +14,7 @@ from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from .preliminaries import get_adapter
+from .backbones import check_backbone   # also registers the Qwen2-VL / Gemma 3 adapters and geometries
 
 # %% ../nbs/02_a3moe.ipynb #5b81bda0
 class A3Context:

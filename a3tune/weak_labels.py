@@ -20,6 +20,7 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 from fastcore.basics import store_attr, patch
+from .backbones import check_backbone   # also registers the Qwen2-VL / Gemma 3 geometries
 
 # %% ../nbs/01_weak_labels.ipynb #5de892d4
 class ImageError(ValueError):

@@ -1,0 +1,125 @@
+"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
+import copy
+import pytest, torch
+from PIL import Image
+from a3tune.preliminaries import set_threads, get_adapter
+from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
+from a3tune.a3moe import A3Context
+from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
+from a3tune.training import STATS, A3TuneConfig, A3Trainer, a3tune_model, training_args, train, load_a3tune
+from a3tune.evaluation import generate_batch, a3_generation_context
+from _data import slake_root
+
+set_threads(1)
+WORDS = ['modality', 'used', 'take', 'organ', 'largest', 'system', 'belong']
+TINY = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0., lora_dropout=0., R=3, lam=1.)
+
+def _data(tmp, n=6):
+    root = slake_root()
+    recs = [r for r in slake_to_llava(root/'train.json') if r['image'].split('/')[0] in ('xmlab109', 'xmlab110')][:n]
+    slake_gt_labels(recs[:n - 1], root/'imgs', tmp/'labels.jsonl', k=2)
+    return A3Dataset(recs, root/'imgs', join_labels(recs, tmp/'labels.jsonl', root/'imgs'))
+
+def _two(ds, proc):
+    "Sample 0 and the first sample whose question has another length (so the prompt batch is padded)."
+    n = lambda i: len(proc.tokenizer(ds[i]['question'])['input_ids'])
+    return [0, next(i for i in range(1, len(ds)) if n(i) != n(0))]
+
+def _greedy_equals_full_forward(model, proc, images, questions, n=5, **extra):
+    "Greedy answers of `generate_batch` (A³MoE routing cached at prefill) equal the argmax of one full forward, token by token."
+    vis_id = get_adapter(model).image_token_id   # a random model may emit the image token: not a valid answer, suppressed
+    preds, out, inp = generate_batch(model, proc, images, questions, max_new_tokens=n, return_ids=True, suppress_tokens=[vis_id])
+    T = inp['input_ids'].shape[1]
+    assert (inp['attention_mask'][:, 0] == 0).any()                    # a left-padded batch
+    am = torch.cat([inp['attention_mask'], torch.ones_like(out[:, T:])], 1)
+    full = {k: v for k, v in inp.items() if k not in ('input_ids', 'attention_mask')}
+    for k in ('mm_token_type_ids', 'token_type_ids'):
+        if k in full: full[k] = torch.cat([full[k], torch.zeros_like(out[:, T:])], 1)
+    pm = (out != vis_id) & am.bool() & (torch.arange(out.shape[1]) < T)
+    with torch.no_grad():
+        lg = model(input_ids=out, attention_mask=am, a3ctx=A3Context(out == vis_id, pm), **full, **extra).logits
+    lg[..., vis_id] = float('-inf')
+    new, ref = out[:, T:], lg[:, T-1:-1].argmax(-1)
+    done = (new == proc.tokenizer.eos_token_id).long().cumsum(1).cumsum(1) > 1
+    assert torch.equal(new[~done], ref[~done])
+    return preds
+
+BACKBONES = {'qwen2_vl': lambda: tiny_qwen2_vl(words=WORDS), 'qwen2_5_vl': lambda: tiny_qwen2_vl(version='2.5', words=WORDS),
+             'llava_next': lambda: tiny_llava_next(words=WORDS)}
+
+@pytest.mark.parametrize('backbone', list(BACKBONES))
+def test_train_save_load_generate(tmp_path, backbone):
+    ds = _data(tmp_path)
+    base, proc = BACKBONES[backbone]()
+    tr = train(copy.deepcopy(base), proc, ds, A3TuneConfig(**TINY), tmp_path/'run', max_steps=3, per_device_train_batch_size=2,
+               logging_steps=1, save_steps=100, disable_tqdm=True, report_to='none')
+    logs = [l for l in tr.state.log_history if 'align_loss' in l]
+    assert len(logs) == 3 and all(l['align_loss'] > 0 and l['lm_loss'] > 0 for l in logs)
+    model = load_a3tune(copy.deepcopy(base), tmp_path/'run')
+    ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
+    _greedy_equals_full_forward(model, proc, ims, qs)
+    b = A3Collator(proc)([ds[0], ds[1]])
+    kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids', 'image_sizes') if k in b}
+    with torch.no_grad():
+        got = model(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
+        ref = tr.model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
+        plain = base(**kw).logits
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)     # the saved adapter is the trained one
+    assert (got - plain).abs().max() > 1e-4                         # and it changes the base
+
+def _gemma_batch(proc, items, grid):
+    "A training batch for Gemma 3 built like `A3Collator`'s, with Gemma 3's nested images and its soft image token."
+    tok = proc.tokenizer
+    full = [prompt_text(proc, it['question'], it['answer']) for it in items]
+    b = dict(proc(images=[[it['image']] for it in items], text=full, return_tensors='pt', padding=True, padding_side='right'))
+    ids, am = b['input_ids'], b['attention_mask'].bool()
+    prompt = proc(images=[[it['image']] for it in items], text=[prompt_text(proc, it['question']) for it in items], return_tensors='pt',
+                  padding=True, padding_side='right')['attention_mask'].sum(1)
+    pos, vis = torch.arange(ids.shape[1])[None], ids == tok.image_token_id
+    ans = am & (pos >= prompt[:, None])
+    b['labels'] = ids.masked_fill(~ans, -100)
+    coll = A3Collator(proc, grid=grid)
+    seg, valid = coll._masks(items, int(vis.sum(1).max()))
+    qm = am & (pos > torch.where(vis, pos, -1).amax(1)[:, None])
+    return {**b, 'visual_mask': vis, 'prompt_mask': am & ~vis & (pos < prompt[:, None]), 'query_mask': qm, 'seg': seg, 'seg_valid': valid,
+            'sample_ids': [it['id'] for it in items]}
+
+def test_gemma3_steps_save_load_generate(tmp_path):
+    ds = _data(tmp_path)
+    base, proc = tiny_gemma3(words=WORDS)
+    cfg = A3TuneConfig(**TINY)
+    model = a3tune_model(copy.deepcopy(base), cfg).train()
+    t = A3Trainer(model, training_args(cfg, tmp_path/'g', per_device_train_batch_size=2, disable_tqdm=True, report_to='none'))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    grid = get_adapter(base).grid(proc)
+    for i in range(3):
+        loss = t.compute_loss(model, _gemma_batch(proc, [ds[2*i], ds[2*i+1]], grid)); loss.backward(); opt.step(); opt.zero_grad()
+        assert torch.isfinite(loss)
+    assert t._acc[STATS.index('lm_loss')] > 0 and t._acc[STATS.index('align_loss')] > 0
+    t.save_model(str(tmp_path/'g'))
+    loaded = load_a3tune(copy.deepcopy(base), tmp_path/'g')
+    b = _gemma_batch(proc, [ds[0], ds[1]], grid)
+    with torch.no_grad():
+        kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'token_type_ids')}
+        ref = model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
+        got = loaded(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+    # greedy generation (Q-routing cached at prefill) equals a full forward's argmax, token by token
+    vis_id, n = get_adapter(loaded).image_token_id, 5
+    idx = _two(ds, proc)
+    inp = dict(proc(images=[[Image.fromarray(ds[i]['image'])] for i in idx], return_tensors='pt', padding=True, padding_side='left',
+                    text=[prompt_text(proc, ds[i]['question']) for i in idx], add_special_tokens=False))
+    assert (inp['attention_mask'][:, 0] == 0).any()
+    with torch.no_grad(), a3_generation_context(loaded, inp):
+        out = loaded.generate(**inp, max_new_tokens=n, do_sample=False, pad_token_id=proc.tokenizer.pad_token_id, suppress_tokens=[vis_id])
+    T = inp['input_ids'].shape[1]
+    am = torch.cat([inp['attention_mask'], torch.ones_like(out[:, T:])], 1)
+    pm = (out != vis_id) & am.bool() & (torch.arange(out.shape[1]) < T)
+    with torch.no_grad():
+        lg = loaded(input_ids=out, attention_mask=am, pixel_values=inp['pixel_values'], a3ctx=A3Context(out == vis_id, pm),
+                    token_type_ids=torch.cat([inp['token_type_ids'], torch.zeros_like(out[:, T:])], 1)).logits
+    lg[..., vis_id] = float('-inf')
+    new, ref = out[:, T:], lg[:, T-1:-1].argmax(-1)
+    done = (new == proc.tokenizer.eos_token_id).long().cumsum(1).cumsum(1) > 1
+    assert torch.equal(new[~done], ref[~done])
