@@ -5,7 +5,9 @@
 # %% auto #0
 __all__ = ['STRATEGIES', 'RECORD_FIELDS', 'vqa_prompt', 'open_image', 'vqa_inputs', 'a3_generation_context', 'Strategy',
            'register_strategy', 'get_strategy', 'strategy_help', 'hf_generate', 'generate_batch', 'generate_answers',
-           'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate']
+           'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate', 'plausible', 'vcd_scores', 'm3id_scores',
+           'cfg_scores', 'text_only_mask', 'two_branch_generate', 'diffusion_noise', 'vcd_generate', 'm3id_generate',
+           'PAIMask', 'pai_generate']
 
 # %% ../nbs/05a_decoding.ipynb #a1b5db5c
 import json, math
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from PIL import Image
-from .preliminaries import get_adapter
+from .preliminaries import get_adapter, enable_attention_rows, additive_mask
 from .a3moe import A3Context, a3_context, a3moe_modules
 from .data import prompt_text
 
@@ -228,3 +230,143 @@ def dola_generate(model, # a LLaVA model (A³MoE context already entered, see `a
 def _dola(model, inputs, max_new_tokens, tokenizer, **options):
     "`dola_generate` as a registered strategy."
     return dola_generate(model, inputs, max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **options)
+
+# %% ../nbs/05a_decoding.ipynb #6554ae36
+def plausible(logits:torch.Tensor, # `[B, V]` the positive branch's logits
+              beta:float=0.1, # keep tokens with p ≥ β · max p
+             )->torch.Tensor: # bool `[B, V]`
+    "The adaptive plausibility set V_β of contrastive decoding."
+    lp = logits.float().log_softmax(-1)
+    return lp >= lp.max(-1, keepdim=True).values + math.log(beta)
+
+def vcd_scores(pos:torch.Tensor, # `[B, V]` positive-branch logits
+               neg:torch.Tensor, # `[B, V]` negative-branch logits
+               alpha:float=1.0, # contrast strength α
+               beta:float=0.1, # plausibility cut-off β
+              )->torch.Tensor:
+    "VCD (also AVISC, DAMRO): (1 + α) ℓ⁺ − α ℓ⁻ on V_β, −inf elsewhere."
+    return ((1 + alpha) * pos.float() - alpha * neg.float()).masked_fill(~plausible(pos, beta), -math.inf)
+
+def m3id_scores(pos:torch.Tensor, # `[B, V]` logits with the image
+                neg:torch.Tensor, # `[B, V]` logits without it
+                t:int, # decoding step (0 for the first new token)
+                lam:float=0.02, # λ of γ_t = exp(−λ t)
+               )->torch.Tensor:
+    "M3ID: log p⁺ + (1 − γ_t)/γ_t · (log p⁺ − log p⁻), so the image weighs more as the answer grows."
+    lp, ln = pos.float().log_softmax(-1), neg.float().log_softmax(-1)
+    g = math.exp(-lam * t)
+    return lp + (1 - g) / g * (lp - ln)
+
+def cfg_scores(pos:torch.Tensor, # `[B, V]` logits with the image
+               neg:torch.Tensor, # `[B, V]` logits without it
+               gamma:float=1.1, # guidance scale γ (1: the positive branch alone)
+               beta:float=0.1, # plausibility cut-off β
+              )->torch.Tensor:
+    "PAI's image guidance: γ log p⁺ − (γ − 1) log p⁻ on V_β, −inf elsewhere."
+    lp, ln = pos.float().log_softmax(-1), neg.float().log_softmax(-1)
+    return (gamma * lp - (gamma - 1) * ln).masked_fill(~plausible(pos, beta), -math.inf)
+
+# %% ../nbs/05a_decoding.ipynb #0a3a5039
+def _branch_context(model, ids, am):
+    "A fresh `A3Context` for one branch (its own cached Q routing), or None without A³MoE."
+    return A3Context.from_inputs(ids, get_adapter(model).image_token_id, am) if a3moe_modules(model) else None
+
+def text_only_mask(model, # the model (its adapter knows the image token)
+                   inputs:dict, # the prompt batch
+                   keep=None, # bool `[B, T]` image positions to keep (None: none)
+                  )->torch.Tensor: # `[B, T]`
+    "The attention mask of `inputs` with the image tokens (except `keep`) masked out: the negative branch sees no image."
+    vis = get_adapter(model).visual_mask(inputs['input_ids'])
+    if keep is not None: vis = vis & ~keep
+    return inputs['attention_mask'] * ~vis
+
+@torch.no_grad()
+def two_branch_generate(model, # a LLaVA model, with or without an A³Tune adapter
+                        inputs:dict, # left-padded prompt batch (`input_ids`, `attention_mask`, `pixel_values`)
+                        max_new_tokens:int, # generation budget
+                        scores, # (ℓ⁺ `[B, V]`, ℓ⁻ `[B, V]` or None, step t) -> scores `[B, V]`; greedy takes the argmax
+                        negative:dict|None=None, # overrides of `inputs` for the negative branch; None: no negative branch
+                        positive_kw:dict|None=None, # extra forward keywords of the positive branch (every step)
+                        negative_kw:dict|None=None, # extra forward keywords of the negative branch (every step)
+                        eos_token_id:int|None=None, # stop token
+                        pad_token_id:int=0, # fills finished sequences
+                       )->torch.Tensor: # `[B, T + n]` prompt and generated ids, like `generate`
+    "Greedy decoding on `scores` of a positive and an optional negative branch, each with its own KV cache and A³ context."
+    ids = inputs['input_ids']
+    brs = [({**inputs}, positive_kw)] + ([({**inputs, **negative}, negative_kw)] if negative is not None else [])
+    st = [dict(am=b['attention_mask'], past=None, ctx=_branch_context(model, ids, b['attention_mask']), kw=kw or {},
+               first={k: v for k, v in b.items() if k not in ('input_ids', 'attention_mask')}) for b, kw in brs]
+    cur, done = ids, torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    for t in range(max_new_tokens):
+        logits = []
+        for s in st:
+            pos = (s['am'].long().cumsum(-1) - 1).clamp(min=0)[:, -cur.shape[1]:]
+            with (a3_context(s['ctx']) if s['ctx'] is not None else nullcontext()):
+                out = model(input_ids=cur, attention_mask=s['am'], position_ids=pos, past_key_values=s['past'], use_cache=True,
+                            **(s['first'] if s['past'] is None else {}), **s['kw'])
+            s['past'] = out.past_key_values; logits.append(out.logits[:, -1])
+        nxt = scores(logits[0], logits[1] if len(logits) > 1 else None, t).argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
+        ids = torch.cat([ids, nxt[:, None]], 1)
+        for s in st: s['am'] = torch.cat([s['am'], s['am'].new_ones(len(ids), 1)], 1)
+        if eos_token_id is not None: done |= nxt == eos_token_id
+        if done.all(): break
+        cur = nxt[:, None]
+    return ids
+
+def _stop(tokenizer): return dict(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+# %% ../nbs/05a_decoding.ipynb #601b796c
+def diffusion_noise(pixel_values:torch.Tensor, # the processor's normalised pixels
+                    steps:int=500, # noise step t of 1000
+                   )->torch.Tensor:
+    "VCD's forward diffusion q(x_t | x_0) on `pixel_values`: √ᾱ_t x_0 + √(1 − ᾱ_t) ε."
+    if not 0 <= steps < 1000: raise ValueError(f"VCD noise steps must lie in [0, 1000), got {steps}")
+    betas = torch.sigmoid(torch.linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5
+    abar = torch.cumprod(1 - betas, 0)[steps].to(pixel_values.device)
+    return abar.sqrt() * pixel_values + (1 - abar).sqrt() * torch.randn_like(pixel_values)
+
+@register_strategy('vcd', 'VCD: contrast with the image after 500 diffusion noise steps (alpha 1, beta 0.1)',
+                   alpha=1.0, beta=0.1, noise_steps=500)
+def vcd_generate(model, inputs, max_new_tokens, tokenizer, alpha=1.0, beta=0.1, noise_steps=500):
+    "VCD (Leng et al., 2024): `vcd_scores` of the image against its diffusion-noised copy."
+    neg = dict(pixel_values=diffusion_noise(inputs['pixel_values'], noise_steps)) if alpha else None
+    return two_branch_generate(model, inputs, max_new_tokens, lambda p, n, t: vcd_scores(p, n if alpha else p, alpha, beta),
+                               neg, **_stop(tokenizer))
+
+# %% ../nbs/05a_decoding.ipynb #5cf908be
+@register_strategy('m3id', 'M3ID: contrast with the text-only prompt, weight (1-g)/g, g = exp(-lam t) (lam 0.02)', lam=0.02)
+def m3id_generate(model, inputs, max_new_tokens, tokenizer, lam=0.02):
+    "M3ID (Favero et al., 2024): `m3id_scores` of the prompt with and without its image."
+    neg = dict(attention_mask=text_only_mask(model, inputs)) if lam else None
+    return two_branch_generate(model, inputs, max_new_tokens, lambda p, n, t: m3id_scores(p, n if lam else p, t, lam),
+                               neg, **_stop(tokenizer))
+
+# %% ../nbs/05a_decoding.ipynb #81544f82
+class PAIMask:
+    "An `a3_mask` adding α|s| to the attention logits s of the last query row on the image tokens, in `layers`."
+    def __init__(self, visual:torch.Tensor, # bool `[B, T]` image positions of the prompt
+                 alpha:float=0.2, # amplification α
+                 layers=range(2, 10**6), # decoder layers to amplify
+                ): self.visual, self.alpha, self.layers = visual, alpha, set(layers)
+    def __call__(self, module, query, key, mask, scaling):
+        if not self.alpha or module.layer_idx not in self.layers: return mask
+        B, H, Q, D = query.shape; Hkv, K = key.shape[1], key.shape[2]
+        s = (query[:, :, -1:].float().view(B, Hkv, H // Hkv, 1, D) @ key.float()[:, :, None].transpose(-1, -2)).view(B, H, 1, K)
+        s = s * (scaling or D**-0.5)                                               # [B, H, 1, K] logits of the last row
+        vis = torch.nn.functional.pad(self.visual.to(query.device), (0, K - self.visual.shape[1]))   # [B, K]
+        if mask is None: mask = torch.ones(Q, K, dtype=torch.bool, device=query.device).tril(K - Q)[None, None]
+        add = additive_mask(mask, None, K, query.dtype).expand(B, H, Q, K).clone()  # [B, H, Q, K]
+        add[:, :, -1:] += (self.alpha * s.abs() * vis[:, None, None]).to(add.dtype)
+        return add
+
+@register_strategy('pai', 'PAI: amplify image attention (alpha 0.2, layers 2..) and guide against the text-only prompt (gamma 1.1)',
+                   alpha=0.2, gamma=1.1, beta=0.1, start_layer=2, end_layer=None)
+def pai_generate(model, inputs, max_new_tokens, tokenizer, alpha=0.2, gamma=1.1, beta=0.1, start_layer=2, end_layer=None):
+    "PAI (Liu et al., 2025): `PAIMask` in the positive branch, `cfg_scores` against the text-only prompt."
+    ad = get_adapter(model)
+    enable_attention_rows(model)                                                # the 'a3_sdpa' attention, which takes `a3_mask`
+    pm = PAIMask(ad.visual_mask(inputs['input_ids']), alpha, range(start_layer, ad.num_layers if end_layer is None else end_layer))
+    neg = dict(attention_mask=text_only_mask(model, inputs)) if gamma != 1 else None
+    return two_branch_generate(model, inputs, max_new_tokens, lambda p, n, t: cfg_scores(p, n if gamma != 1 else p, gamma, beta),
+                               neg, positive_kw=dict(a3_mask=pm), **_stop(tokenizer))
