@@ -7,7 +7,8 @@ __all__ = ['STRATEGIES', 'RECORD_FIELDS', 'vqa_prompt', 'open_image', 'vqa_input
            'register_strategy', 'get_strategy', 'strategy_help', 'hf_generate', 'generate_batch', 'generate_answers',
            'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate', 'plausible', 'vcd_scores', 'm3id_scores',
            'cfg_scores', 'text_only_mask', 'two_branch_generate', 'diffusion_noise', 'vcd_generate', 'm3id_generate',
-           'PAIMask', 'pai_generate']
+           'PAIMask', 'pai_generate', 'blind_tokens', 'cls_attention', 'damro_tokens', 'avisc_generate',
+           'damro_generate']
 
 # %% ../nbs/05a_decoding.ipynb #a1b5db5c
 import json, math
@@ -370,3 +371,67 @@ def pai_generate(model, inputs, max_new_tokens, tokenizer, alpha=0.2, gamma=1.1,
     neg = dict(attention_mask=text_only_mask(model, inputs)) if gamma != 1 else None
     return two_branch_generate(model, inputs, max_new_tokens, lambda p, n, t: cfg_scores(p, n if gamma != 1 else p, gamma, beta),
                                neg, positive_kw=dict(a3_mask=pm), **_stop(tokenizer))
+
+# %% ../nbs/05a_decoding.ipynb #708ade9c
+def _top_image_tokens(scores, vis, k):
+    "bool `[B, T]`: the `k` image positions of highest `scores` `[B, T]` per sample."
+    idx = scores.float().masked_fill(~vis, -math.inf).topk(min(k, int(vis.sum(1).min())), -1).indices
+    return torch.zeros_like(vis).scatter_(1, idx, True)
+
+@torch.no_grad()
+def blind_tokens(model, # the model (current A³ context, if any, is used)
+                 inputs:dict, # the prompt batch
+                 top_k:int=10, # tokens to pick
+                )->torch.Tensor: # bool `[B, T]`
+    "AVISC's blind tokens: the `top_k` image tokens most attended by the last prompt token (exact rows, mean over layers and heads)."
+    vis = get_adapter(model).visual_mask(inputs['input_ids'])
+    last = torch.zeros_like(vis); last[:, -1] = True
+    a = attention_rows(model, inputs, last).probs.mean((1, 2))[:, 0]            # [B, T]
+    return _top_image_tokens(a, vis, top_k)
+
+@torch.no_grad()
+def cls_attention(model, # a LLaVA-1.5-style model (CLIP-like vision tower, CLS dropped, one tile)
+                  pixel_values:torch.Tensor, # `[B, 3, H, W]`
+                 )->torch.Tensor: # `[B, N]`
+    "Attention of the vision encoder's [CLS] on each patch in the feature layer, mean over heads, computed from its q/k projections."
+    base = model.get_base_model() if hasattr(model, 'get_base_model') else model
+    cfg, vt = base.config, base.model.vision_tower
+    L = cfg.vision_feature_layer
+    if not isinstance(L, int) or cfg.vision_feature_select_strategy != 'default' or pixel_values.dim() != 4:
+        raise NotImplementedError("cls_attention needs one tile, one int vision_feature_layer and the 'default' (CLS-dropping) feature select")
+    hs = vt(pixel_values.to(base.dtype), output_hidden_states=True).hidden_states   # embeddings, then each layer's output
+    layer = vt.encoder.layers[L if L < 0 else L - 1]; at = layer.self_attn
+    h = layer.layer_norm1(hs[L - 1]); B, T, _ = h.shape
+    q = at.q_proj(h[:, :1]).view(B, 1, at.num_heads, at.head_dim).transpose(1, 2)   # [B, h, 1, d]
+    k = at.k_proj(h).view(B, T, at.num_heads, at.head_dim).transpose(1, 2)          # [B, h, T, d]
+    return (q.float() @ k.float().transpose(-1, -2) * at.scale).softmax(-1).mean(1)[:, 0, 1:]   # [B, N]
+
+def damro_tokens(model, # the model
+                 inputs:dict, # the prompt batch
+                 top_k:int=10, # tokens to pick
+                )->torch.Tensor: # bool `[B, T]`
+    "DAMRO's outlier tokens: the `top_k` image tokens most attended by the vision encoder's [CLS]."
+    vis = get_adapter(model).visual_mask(inputs['input_ids'])
+    a = cls_attention(model, inputs['pixel_values'])                                # [B, N]
+    if a.shape[1] != int(vis.sum(1).max()):
+        raise NotImplementedError(f"{a.shape[1]} patches but {int(vis.sum(1).max())} image tokens per prompt: DAMRO needs one token per patch")
+    s = torch.zeros(vis.shape, dtype=a.dtype, device=a.device).masked_scatter_(vis, a)
+    return _top_image_tokens(s, vis, top_k)
+
+def _outlier_contrast(pick, model, inputs, max_new_tokens, tokenizer, alpha, beta, top_k):
+    "VCD's rule against a negative branch that sees only the image tokens `pick` selects."
+    neg = dict(attention_mask=text_only_mask(model, inputs, keep=pick(model, inputs, top_k))) if alpha else None
+    return two_branch_generate(model, inputs, max_new_tokens, lambda p, n, t: vcd_scores(p, n if alpha else p, alpha, beta),
+                               neg, **_stop(tokenizer))
+
+@register_strategy('avisc', 'AVISC: contrast with only the top-10 blind image tokens of the exact attention rows (alpha 1, beta 0.1)',
+                   alpha=1.0, beta=0.1, top_k=10)
+def avisc_generate(model, inputs, max_new_tokens, tokenizer, alpha=1.0, beta=0.1, top_k=10):
+    "AVISC (Woo et al., 2024): `vcd_scores` against the branch that sees only the `blind_tokens`."
+    return _outlier_contrast(blind_tokens, model, inputs, max_new_tokens, tokenizer, alpha, beta, top_k)
+
+@register_strategy('damro', "DAMRO: contrast with only the top-10 image tokens of the vision [CLS] attention (alpha 0.5, beta 0.1)",
+                   alpha=0.5, beta=0.1, top_k=10)
+def damro_generate(model, inputs, max_new_tokens, tokenizer, alpha=0.5, beta=0.1, top_k=10):
+    "DAMRO (Gong et al., 2024): `vcd_scores` against the branch that sees only the `damro_tokens`."
+    return _outlier_contrast(damro_tokens, model, inputs, max_new_tokens, tokenizer, alpha, beta, top_k)
