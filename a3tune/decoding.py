@@ -8,16 +8,16 @@ __all__ = ['STRATEGIES', 'RECORD_FIELDS', 'vqa_prompt', 'open_image', 'vqa_input
            'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate', 'plausible', 'vcd_scores', 'm3id_scores',
            'cfg_scores', 'text_only_mask', 'two_branch_generate', 'diffusion_noise', 'vcd_generate', 'm3id_generate',
            'PAIMask', 'pai_generate', 'blind_tokens', 'cls_attention', 'damro_tokens', 'avisc_generate',
-           'damro_generate']
+           'damro_generate', 'strategy_options']
 
 # %% ../nbs/05a_decoding.ipynb #a1b5db5c
-import json, math
+import inspect, json, math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from PIL import Image
-from .preliminaries import get_adapter, enable_attention_rows, additive_mask
+from .preliminaries import get_adapter, enable_attention_rows, additive_mask, attention_rows
 from .a3moe import A3Context, a3_context, a3moe_modules
 from .data import prompt_text
 
@@ -268,6 +268,10 @@ def cfg_scores(pos:torch.Tensor, # `[B, V]` logits with the image
     return (gamma * lp - (gamma - 1) * ln).masked_fill(~plausible(pos, beta), -math.inf)
 
 # %% ../nbs/05a_decoding.ipynb #0a3a5039
+def _cache_name(model):
+    "The forward's KV-cache keyword: `cache` (transformers ≥ 5.25; `past_key_values` is deprecated there) or `past_key_values`."
+    return 'cache' if 'cache' in inspect.signature(get_adapter(model).model.forward).parameters else 'past_key_values'
+
 def _branch_context(model, ids, am):
     "A fresh `A3Context` for one branch (its own cached Q routing), or None without A³MoE."
     return A3Context.from_inputs(ids, get_adapter(model).image_token_id, am) if a3moe_modules(model) else None
@@ -297,15 +301,15 @@ def two_branch_generate(model, # a LLaVA model, with or without an A³Tune adapt
     brs = [({**inputs}, positive_kw)] + ([({**inputs, **negative}, negative_kw)] if negative is not None else [])
     st = [dict(am=b['attention_mask'], past=None, ctx=_branch_context(model, ids, b['attention_mask']), kw=kw or {},
                first={k: v for k, v in b.items() if k not in ('input_ids', 'attention_mask')}) for b, kw in brs]
-    cur, done = ids, torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    cur, done, cache = ids, torch.zeros(len(ids), dtype=torch.bool, device=ids.device), _cache_name(model)
     for t in range(max_new_tokens):
         logits = []
         for s in st:
             pos = (s['am'].long().cumsum(-1) - 1).clamp(min=0)[:, -cur.shape[1]:]
             with (a3_context(s['ctx']) if s['ctx'] is not None else nullcontext()):
-                out = model(input_ids=cur, attention_mask=s['am'], position_ids=pos, past_key_values=s['past'], use_cache=True,
+                out = model(input_ids=cur, attention_mask=s['am'], position_ids=pos, use_cache=True, **{cache: s['past']},
                             **(s['first'] if s['past'] is None else {}), **s['kw'])
-            s['past'] = out.past_key_values; logits.append(out.logits[:, -1])
+            s['past'] = getattr(out, cache); logits.append(out.logits[:, -1])
         nxt = scores(logits[0], logits[1] if len(logits) > 1 else None, t).argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad_token_id), nxt)
         ids = torch.cat([ids, nxt[:, None]], 1)
@@ -435,3 +439,30 @@ def avisc_generate(model, inputs, max_new_tokens, tokenizer, alpha=1.0, beta=0.1
 def damro_generate(model, inputs, max_new_tokens, tokenizer, alpha=0.5, beta=0.1, top_k=10):
     "DAMRO (Gong et al., 2024): `vcd_scores` against the branch that sees only the `damro_tokens`."
     return _outlier_contrast(damro_tokens, model, inputs, max_new_tokens, tokenizer, alpha, beta, top_k)
+
+# %% ../nbs/05a_decoding.ipynb #4abe9503
+def _option_value(v:str, default):
+    "The command-line string `v` typed like `default`."
+    if isinstance(default, bool):
+        if v.lower() in ('true', '1', 'yes'): return True
+        if v.lower() in ('false', '0', 'no'): return False
+        raise ValueError(f"expected true or false, got {v!r}")
+    try: x = json.loads(v)
+    except ValueError: x = [_option_value(p, None) for p in v.split(',')] if ',' in v else v
+    if isinstance(default, float) and isinstance(x, int): return float(x)
+    if isinstance(default, int) and not isinstance(x, int) and x is not None: raise ValueError(f"expected an integer, got {v!r}")
+    return x
+
+def strategy_options(name:str, # a key of `STRATEGIES`
+                     pairs:list|None=None, # `KEY=VALUE` strings (`a3tune eval --strategy-set`)
+                    )->dict:
+    "The options of strategy `name` set by `pairs`, typed like its defaults; a ValueError naming its keys for an unknown one."
+    st, out = get_strategy(name), {}
+    for p in pairs or []:
+        k, sep, v = p.partition('=')
+        k = k.strip().replace('-', '_')
+        if not sep or k not in st.options:
+            raise ValueError(f"--strategy-set {p!r}: strategy {name!r} takes KEY=VALUE with KEY one of {sorted(st.options)}")
+        try: out[k] = _option_value(v.strip(), st.options[k])
+        except ValueError as e: raise ValueError(f"--strategy-set {p!r}: {e}") from None
+    return out
