@@ -25,7 +25,7 @@ from .preliminaries import run_cli
 from fastcore.script import Param
 from .data import question_answer, load_data, image_path
 from .training import load_a3tune
-from .decoding import (vqa_prompt, vqa_inputs, open_image, a3_generation_context, STRATEGIES, strategy_help,
+from .decoding import (strategy_options, vqa_prompt, vqa_inputs, open_image, a3_generation_context, STRATEGIES, strategy_help,
                              generate_answers, read_jsonl, RECORD_FIELDS)
 
 # %% ../nbs/05b_evaluation.ipynb #819bfed3
@@ -462,6 +462,7 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
              split:str='validate', # SLAKE split file (folders) or VQA-RAD split (its JSON: test unless train/all)
              strategy:_STRATEGY='greedy',
              dola_layers:str='high', # DoLa candidate layers: 'high', 'low' or comma-separated indices
+             strategy_set:Param("the strategy's options as KEY=VALUE (e.g. alpha=0.5); keys: the strategy's options", str, nargs='*')=None,
              batch_size:int=8, # items per generate call
              max_new_tokens:int=32, # generation budget
              limit:int=None, # first N items only
@@ -480,6 +481,7 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
     m, processor = load_eval_model(model, adapter, device)
     R = head_budget(m, R)
     kw = dict(layers=dola_layers if dola_layers in ('high', 'low') else [int(j) for j in dola_layers.split(',')]) if strategy == 'dola' else {}
+    kw.update(strategy_options(strategy, strategy_set))
     recs = generate_answers(m, processor, items, strategy, batch_size, max_new_tokens, o/'answers.jsonl', seed, progress, **kw)
     tabs = {k: vqa_table(recs, k, seed=seed) for k in VQA_METRICS}
     res = dict(model=str(model), adapter=adapter, data=str(data), split=split, strategy=strategy,

@@ -323,10 +323,11 @@ class AttentionRecorder:
         self.q[i] = query.gather(2, rows[:, None, :, None].expand(B, H, Q, D)) * (scaling or D**-0.5)   # [B, H, Q, D]
         self.k[i] = key                                                                                    # [B, Hkv, T, D]
         self.mask[i] = None if attention_mask is None else attention_mask.gather(
-            2, rows[:, None, :, None].expand(B, 1, Q, attention_mask.shape[-1]))                           # [B, 1, Q, T]
+            2, rows[:, None, :, None].expand(B, attention_mask.shape[1], Q, attention_mask.shape[-1]))     # [B, 1 or H, Q, T]
 
-def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, a3_rows=None, **kwargs):
-    "SDPA attention that also feeds `a3_rows` (an `AttentionRecorder`) when the forward carries one."
+def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, a3_rows=None, a3_mask=None, **kwargs):
+    "SDPA attention that feeds `a3_rows` (an `AttentionRecorder`) and lets `a3_mask` (module, query, key, mask, scaling) -> mask change the mask."
+    if a3_mask is not None: attention_mask = a3_mask(module, query, key, attention_mask, scaling)
     if a3_rows is not None: a3_rows.record(module, query, key, attention_mask, scaling)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
 
