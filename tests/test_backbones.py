@@ -7,7 +7,7 @@ from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
 from a3tune.training import STATS, A3TuneConfig, A3Trainer, a3tune_model, training_args, train, load_a3tune
-from a3tune.evaluation import generate_batch, a3_generation_context
+from a3tune.decoding import generate_batch, a3_generation_context
 from _data import slake_root
 
 set_threads(1)
