@@ -468,6 +468,7 @@ def model_card(meta:dict, # the content of `a3tune_config.json`
     if c.get('use_moe', True): parts += f' and A³MoE on q/k (O_q={m["q_experts"]}, O_k={m["k_experts"]}, B={m["top_b"]}, expert rank {m["expert_rank"]})'
     metrics = meta.get('metrics') or {}
     res = _rows({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}) if metrics else ''
+    data = _rows(meta['data']) + '\n' if meta.get('data') else ''
     return f"""---
 library_name: peft
 {f'base_model: {base}{chr(10)}' if hub else ''}pipeline_tag: image-text-to-text
@@ -501,7 +502,7 @@ Trained on {where}; loading checks this fingerprint:
 
 | setting | value |
 |---|---|
-{_rows({k: c.get(k) for k in CARD_DATA + CARD_LABELS})}
+{data}{_rows({k: c.get(k) for k in CARD_DATA + CARD_LABELS})}
 
 The full configuration is in `{CONFIG_FILE}`.
 
@@ -518,10 +519,13 @@ The full configuration is in `{CONFIG_FILE}`.
 
 def write_model_card(adapter_dir, # an adapter folder
                      metrics:dict|None=None, # results to record (e.g. `a3tune eval`'s metrics.json); None: keep the recorded ones
+                     data:dict|None=None, # training data to record (file names relative to the folder, sample counts); None: keep
                     )->str:
-    "Rewrite the folder's `README.md` from its `a3tune_config.json`, recording `metrics` there first."
+    "Rewrite the folder's `README.md` from its `a3tune_config.json`, recording `metrics` and `data` there first."
     p = Path(adapter_dir); meta = read_adapter_config(p)
-    if metrics is not None: meta['metrics'] = metrics; (p/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+    for k, v in dict(metrics=metrics, data=data).items():
+        if v is not None: meta[k] = v
+    (p/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
     card = model_card(meta, p.resolve().name)
     (p/CARD_FILE).write_text(card)
     return card
