@@ -278,6 +278,10 @@ class A3MoEConfig:
     def lora_regex(self)->str: return lora_regex(self.lora_targets)
 
 # %% ../nbs/02_a3moe.ipynb #a7c1e002
+def _cache_of(d)->object:
+    "The generation cache in forward kwargs or outputs (`cache`, formerly `past_key_values`), or None."
+    return next((d[k] for k in ('cache', 'past_key_values') if d.get(k) is not None), None)
+
 def _cache_len(cache)->int:
     "Tokens a generation cache already holds (0 for none)."
     try: return int(cache.get_seq_length()) if cache is not None else 0
@@ -286,7 +290,7 @@ def _cache_len(cache)->int:
 def _auto_context(mod, args, kwargs, image_token_id:int=None):
     "Forward pre-hook: a call without a context gets its own (`from_inputs`), or the one its cache kept from the prefill."
     if kwargs.get('a3ctx') is not None or _A3CTX.get() is not None: return None
-    cache = kwargs.get('cache', kwargs.get('past_key_values'))
+    cache = _cache_of(kwargs)
     ctx = getattr(cache, 'a3ctx', None)
     if ctx is None:
         ids = kwargs.get('input_ids', args[0] if args else None)
@@ -300,7 +304,7 @@ def _auto_context(mod, args, kwargs, image_token_id:int=None):
 def _keep_context(mod, args, kwargs, out):
     "Forward hook: the cache the call returns keeps the call's context, for the decoding steps that continue it."
     ctx = kwargs.get('a3ctx') or _A3CTX.get()
-    cache = (out.get('cache') or out.get('past_key_values')) if isinstance(out, dict) else None
+    cache = _cache_of(out) if isinstance(out, dict) else None
     if ctx is not None and cache is not None and getattr(cache, 'a3ctx', None) is None: cache.a3ctx = ctx
 
 # %% ../nbs/02_a3moe.ipynb #a7c1e004
