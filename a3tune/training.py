@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'VARIANTS', 'LM_LINEARS', 'A3_KEYS',
-           'STATS', 'log', 'A3MOE_FILE', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'A3TuneConfig', 'config_keys',
-           'training_args', 'a3tune_model', 'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base',
-           'save_a3tune', 'read_adapter_config', 'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train',
-           'train_command', 'train_cli']
+           'STATS', 'log', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION', 'CARD_DATA', 'CARD_LABELS',
+           'A3TuneConfig', 'config_keys', 'training_args', 'a3tune_model', 'A3Trainer', 'routing_stats',
+           'base_fingerprint', 'check_base', 'save_a3tune', 'model_card', 'write_model_card', 'read_adapter_config',
+           'load_a3tune_weights', 'load_a3tune', 'base_location', 'merge_lora', 'train', 'train_command', 'train_cli',
+           'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
 import os, sys, json, math, inspect, difflib, logging, warnings, dataclasses
@@ -23,6 +24,7 @@ from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import save_file, load_file
 from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows, run_cli
 from .a3moe import A3MoEConfig, lora_regex, A3Context, add_a3moe, a3moe_modules, a3moe_state_dict, load_a3moe_state_dict
+from .a3moe import A3TuneModel, A3MOE_FILE
 from .head_selection import select_heads, recorded_ratio, HeadProfile
 from .loss import recorded_align, objective
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
@@ -365,7 +367,8 @@ def log(self:A3Trainer, logs:dict, start_time=None):
     Trainer.log(self, logs, start_time)
 
 # %% ../nbs/05_training.ipynb #2a7652ab
-A3MOE_FILE, CONFIG_FILE, ADAPTER_FORMAT = 'a3moe.safetensors', 'a3tune_config.json', 'a3tune-adapter'
+CONFIG_FILE, ADAPTER_FORMAT, CARD_FILE = 'a3tune_config.json', 'a3tune-adapter', 'README.md'
+_all_ = ['A3MOE_FILE', 'A3TuneModel']   # defined in a3moe, part of the adapter API here
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
 
@@ -377,6 +380,12 @@ def base_fingerprint(model)->dict:
     return dict(model_type=m.config.model_type, hidden_size=tc.hidden_size, num_layers=ad.num_layers, num_heads=ad.num_heads,
                 num_kv_heads=ad.num_kv_heads, vocab_size=m.get_input_embeddings().num_embeddings, image_token_id=ad.image_token_id,
                 embed_probe=probe, name_or_path=getattr(m.config, '_name_or_path', ''))
+
+def _portable(name, out:Path)->str:
+    "`name` as an adapter folder records it: a Hub id as it is, a local path relative to the folder (`./` or `../`)."
+    name = str(name or '')
+    if not name or not (os.path.isabs(name) or os.path.exists(name)): return name
+    return os.path.join('.', os.path.relpath(os.path.abspath(name), os.path.abspath(out)))
 
 def check_base(model, fp:dict, where='adapter'):
     "Raise if `model` is not the base model described by fingerprint `fp`."
@@ -402,22 +411,124 @@ def _moe_tensors(model, state_dict=None)->dict:
             out[f'{k}.{n}'] = next((state_dict[c] for c in (full, 'module.' + full) if c in state_dict), p.detach())
     return out
 
+def _portable_peft_config(out:Path):
+    "PEFT records the base's `name_or_path` as given (often absolute): make it portable too."
+    f = out/'adapter_config.json'
+    d = json.loads(f.read_text())
+    if d.get('base_model_name_or_path'): d['base_model_name_or_path'] = _portable(d['base_model_name_or_path'], out); f.write_text(json.dumps(d, indent=2, sort_keys=True))
+
 def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
                 out_dir, # directory to write
-                cfg:A3TuneConfig|None=None, # default: `model.a3tune_config`
+                cfg:A3TuneConfig|None=None, # default: `model.a3tune_config` (or the model's `A3MoEConfig`)
                 state_dict:dict|None=None, # full state dict (gathered under ZeRO-3 / FSDP)
+                metrics:dict|None=None, # evaluation results for the model card
+                **kwargs, # `PeftModel.save_pretrained` arguments
                )->Path:
-    "Write the PEFT adapter, `a3moe.safetensors` and `a3tune_config.json` to `out_dir`."
-    out, cfg = Path(out_dir), cfg or model.a3tune_config
+    "Write the PEFT adapter, `a3moe.safetensors`, `a3tune_config.json` and the model card `README.md` to `out_dir`."
+    out = Path(out_dir)
+    cfg = cfg or getattr(model, 'a3tune_config', None) or A3TuneConfig(moe=model.a3moe_config)
+    if not kwargs.get('is_main_process', True): return out
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    if isinstance(model, PeftModel):
-        model.save_pretrained(out, state_dict=state_dict); files += ['adapter_config.json', 'adapter_model.safetensors']
+    if isinstance(model, PeftModel):   # PeftModel's own method: A3TuneModel.save_pretrained is this function
+        PeftModel.save_pretrained(model, out, state_dict=state_dict, **kwargs); files += ['adapter_config.json', 'adapter_model.safetensors']
+        _portable_peft_config(out)
     if moe := _moe_tensors(model, state_dict):
         save_file({k: v.detach().float().contiguous().cpu() for k, v in moe.items()}, out/A3MOE_FILE); files.append(A3MOE_FILE)
-    meta = dict(format=ADAPTER_FORMAT, version=1, config=cfg.to_dict(), base=base_fingerprint(model), files=files)
+    conf, fp = cfg.to_dict(), base_fingerprint(model)
+    conf['head_profile'], fp['name_or_path'] = _portable(conf['head_profile'], out) or None, _portable(fp['name_or_path'], out)
+    meta = dict(format=ADAPTER_FORMAT, version=1, config=conf, base=fp, files=files + [CARD_FILE])
+    if metrics: meta['metrics'] = metrics
     (out/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+    (out/CARD_FILE).write_text(model_card(meta, out.name))
     return out
+
+# %% ../nbs/05_training.ipynb #b7d2e002
+CITATION = """@inproceedings{chang2025a3tune,
+  title     = {Focus on What Matters: Enhancing Medical Vision-Language Models with Automatic Attention Alignment Tuning},
+  author    = {Chang, Aofei and Huang, Le and Boyd, Alex James and Bhatia, Parminder and Kass-Hout, Taha and Xiao, Cao and Ma, Fenglong},
+  booktitle = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics (ACL)},
+  year      = {2025}
+}"""
+CARD_DATA = ('dataset', 'query', 'k_segments', 'max_length')   # data settings shown on the card
+CARD_LABELS = ('lam', 'lam_warmup_steps', 'R', 'heads', 'head_profile', 'align_form', 'seg_reduce', 'align_over')   # label / alignment settings
+
+def _rows(d:dict)->str: return '\n'.join(f'| `{k}` | {v} |' for k, v in d.items())
+
+def model_card(meta:dict, # the content of `a3tune_config.json`
+               name:str='adapter', # the folder's name, used in the loading line
+              )->str:
+    "The `README.md` of an adapter folder: what it is, how to load it, base model, data and label settings, metrics, citation."
+    c, fp, m = meta['config'], meta['base'], meta['config']['moe']
+    base = fp.get('name_or_path') or ''
+    hub = bool(base) and not base.startswith('.')
+    arg = repr(base) if hub else 'None'
+    where = f'the Hub model `{base}`' if hub else f'`{base}` (relative to this folder)' if base else 'an unnamed model (pass it to `from_pretrained`)'
+    parts = 'PEFT LoRA' + (f' (rank {m["lora_rank"]}) on the language model\'s ' + ', '.join(m['lora_targets']) if m['lora_rank'] else '')
+    if c.get('use_moe', True): parts += f' and A³MoE on q/k (O_q={m["q_experts"]}, O_k={m["k_experts"]}, B={m["top_b"]}, expert rank {m["expert_rank"]})'
+    metrics = meta.get('metrics') or {}
+    res = _rows({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}) if metrics else ''
+    data = _rows(meta['data']) + '\n' if meta.get('data') else ''
+    return f"""---
+library_name: peft
+{f'base_model: {base}{chr(10)}' if hub else ''}pipeline_tag: image-text-to-text
+tags: [a3tune, a3moe, lora, medical, vqa]
+---
+# A³Tune adapter `{name}`
+
+Fine-tuned with A³Tune (attention-alignment tuning, Chang et al., ACL 2025): {parts}, trained with the language-model
+loss plus λ = {c['lam']} times the attention-alignment loss on the top-{c['R']} visually-critical heads.
+
+## Loading
+
+```python
+from a3tune.training import A3TuneModel
+model = A3TuneModel.from_pretrained({arg}, "{name}")   # base model, this folder
+```
+
+The model is a PEFT model: `model(**inputs)`, `model.generate(**inputs)` and
+`transformers.pipeline("image-text-to-text", model=model, processor=processor)` work as they are.
+
+## Base model
+
+Trained on {where}; loading checks this fingerprint:
+
+| field | value |
+|---|---|
+{_rows({k: v for k, v in fp.items() if k not in ('name_or_path', 'embed_probe')})}
+| `embed_probe` | {'32 values of the input embedding' if fp.get('embed_probe') else 'none (sharded at save)'} |
+
+## Data and label settings
+
+| setting | value |
+|---|---|
+{data}{_rows({k: c.get(k) for k in CARD_DATA + CARD_LABELS})}
+
+The full configuration is in `{CONFIG_FILE}`.
+
+## Results
+
+{f'| metric | value |{chr(10)}|---|---|{chr(10)}{res}' if res else 'Not evaluated yet.'}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+
+def write_model_card(adapter_dir, # an adapter folder
+                     metrics:dict|None=None, # results to record (e.g. `a3tune eval`'s metrics.json); None: keep the recorded ones
+                     data:dict|None=None, # training data to record (file names relative to the folder, sample counts); None: keep
+                    )->str:
+    "Rewrite the folder's `README.md` from its `a3tune_config.json`, recording `metrics` and `data` there first."
+    p = Path(adapter_dir); meta = read_adapter_config(p)
+    for k, v in dict(metrics=metrics, data=data).items():
+        if v is not None: meta[k] = v
+    (p/CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+    card = model_card(meta, p.resolve().name)
+    (p/CARD_FILE).write_text(card)
+    return card
 
 # %% ../nbs/05_training.ipynb #fdbb01a0
 def read_adapter_config(path)->dict:
@@ -451,8 +562,36 @@ def load_a3tune(base_model, # the base model the adapter was trained on
     "Rebuild a trained A³Tune model on `base_model` from an adapter directory (in eval mode)."
     meta = read_adapter_config(path)
     if check: check_base(base_model, meta['base'], f"adapter {path}")
-    model = a3tune_model(base_model, A3TuneConfig.from_dict(meta['config'], path))
+    cfg = A3TuneConfig.from_dict(meta['config'], path)
+    if cfg.head_profile and not os.path.isabs(cfg.head_profile) and (Path(path)/cfg.head_profile).is_file():
+        cfg.head_profile = str(Path(path)/cfg.head_profile)                     # recorded relative to the folder
+    model = a3tune_model(base_model, cfg)
+    if type(model) is PeftModel: model.__class__ = A3TuneModel                 # plain-LoRA adapters save their whole folder too
     return load_a3tune_weights(model, path).eval()
+
+# %% ../nbs/05_training.ipynb #b7d2e004
+def base_location(adapter_dir)->str:
+    "The base model an adapter folder names: a Hub id, or its recorded local path resolved against the folder."
+    name = read_adapter_config(adapter_dir)['base'].get('name_or_path') or ''
+    if not name: raise ValueError(f"{adapter_dir}: {CONFIG_FILE} does not name its base model; pass the base model (or its path) to from_pretrained")
+    return str(Path(adapter_dir)/name) if name.startswith('.') else name
+
+@patch(cls_method=True)
+def from_pretrained(cls:A3TuneModel, base_model_or_path=None, # the base model, its directory or Hub id; None: the one the folder names
+                    adapter_dir=None, # the adapter folder (`save_pretrained`, `save_a3tune`, `a3tune train --out`)
+                    check:bool=True, # check the base model's fingerprint
+                    **kwargs): # `AutoModelForImageTextToText.from_pretrained` arguments for the base (dtype, device_map, ...)
+    "A trained A³Tune model in eval mode: the base model plus the adapter of `adapter_dir`."
+    if adapter_dir is None: raise ValueError("A3TuneModel.from_pretrained(base_model_or_path, adapter_dir): give the adapter folder")
+    base = base_location(adapter_dir) if base_model_or_path is None else base_model_or_path
+    if isinstance(base, (str, os.PathLike)): base = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
+    return load_a3tune(base, adapter_dir, check)
+
+@patch
+def save_pretrained(self:A3TuneModel, save_directory, # the adapter folder to write
+                    **kwargs): # `save_a3tune` arguments (`state_dict`, `metrics`) and PEFT's (`is_main_process`, ...)
+    "The whole adapter folder (`save_a3tune`): PEFT's files, `a3moe.safetensors`, `a3tune_config.json` and `README.md`."
+    return save_a3tune(self, save_directory, **kwargs)
 
 # %% ../nbs/05_training.ipynb #5d8ebce2
 @patch
@@ -475,7 +614,7 @@ def _load_best_model(self:A3Trainer):
 
 # %% ../nbs/05_training.ipynb #83bb332f
 def merge_lora(model)->nn.Module:
-    "Merge the PEFT LoRA into the base weights; A³MoE modules stay. Returns the unwrapped model."
+    "Merge the PEFT LoRA into the base weights (A³MoE stays: serve it from a3tune, not as a stock checkpoint); returns the unwrapped model."
     cfg = getattr(model, 'a3tune_config', None)
     m = model.merge_and_unload() if isinstance(model, PeftModel) else model
     m.a3tune_config = cfg

@@ -2,6 +2,7 @@
 import math, os, tempfile
 from pathlib import Path
 import pytest, torch
+from peft import PeftModel
 from a3tune.preliminaries import set_threads, tiny_llava, get_adapter
 from a3tune.a3moe import A3Context
 from a3tune.data import A3Collator
@@ -114,7 +115,7 @@ def test_dola_alpha_one_is_greedy_and_matches_uncached(a3):
 def test_load_eval_model_with_adapter(a3):
     model, proc, d, items = a3
     m, p = load_eval_model(d/'base', d/'adapter')
-    assert type(m).__name__ == 'PeftModel' and not m.training
+    assert type(m).__name__ == 'A3TuneModel' and isinstance(m, PeftModel) and not m.training
     imgs, qs = [it['image'] for it in items], [it['question'] for it in items]
     assert generate_batch(m, p, imgs, qs, max_new_tokens=4) == generate_batch(model, proc, imgs, qs, max_new_tokens=4)
     with pytest.raises(FileNotFoundError, match='a3tune_config.json'): load_eval_model(d/'base', d)
