@@ -33,7 +33,7 @@ def read_json(path, # a JSON file written by a user or a tool
     "The parsed content of a JSON file; a syntax or encoding error is a `ValueError` naming the file and the place."
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a valid {what} ({e.msg} at line {e.lineno}, column {e.colno}); fix or regenerate the file") from None
+        raise ValueError(f"{path}: not a valid {what} ({e.msg}: line {e.lineno}, column {e.colno}); fix or regenerate the file") from None
     except UnicodeDecodeError as e: raise ValueError(f"{path}: not a valid {what} (not UTF-8 text: {e.reason} at byte {e.start})") from None
 
 class PathEscapeError(ValueError):
