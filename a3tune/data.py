@@ -187,7 +187,7 @@ def _grid_ok(g:dict, where:str)->bool:
     try: grid, m = tuple(int(x) for x in g['grid']), np.asarray(g['masks'], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as e: raise LabelFileError(f"{where}: 'grid_masks' needs 'grid' [rows, cols] and numeric 'masks' ({e})") from None
     if len(grid) != 2 or min(grid) < 1 or m.size % (grid[0] * grid[1]): raise LabelFileError(f"{where}: 'grid_masks' do not fit the grid {grid}")
-    if not np.isfinite(m).all() or m.min(initial=0) < 0 or m.max(initial=0) > 1: raise LabelFileError(f"{where}: 'grid_masks' values must be finite fractions in [0, 1]")
+    if not np.isfinite(m).all() or m.min(initial=0) < -1e-6 or m.max(initial=0) > 1 + 1e-6: raise LabelFileError(f"{where}: 'grid_masks' values must be finite fractions in [0, 1]")
     return bool(m.size and m.max() > 0)
 
 def check_label_record(lab:dict, # one record of a label file
