@@ -210,7 +210,7 @@ def config_keys()->list:
 @patch
 def to_json(self:A3TuneConfig, path): Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 @patch(cls_method=True)
-def from_json(cls:A3TuneConfig, path): return cls.from_dict(json.loads(Path(path).read_text()), path)
+def from_json(cls:A3TuneConfig, path): return cls.from_dict(read_json(path, 'A3TuneConfig JSON'), path)
 
 # %% ../nbs/05_training.ipynb #1d7f19ff
 def _bf16(cfg):
