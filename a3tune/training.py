@@ -5,29 +5,32 @@
 # %% auto #0
 __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'VARIANTS', 'LM_LINEARS', 'A3_KEYS',
            'STATS', 'log', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION', 'CARD_DATA', 'CARD_LABELS',
-           'A3TuneConfig', 'config_keys', 'training_args', 'a3tune_model', 'A3Trainer', 'routing_stats',
-           'base_fingerprint', 'check_base', 'save_a3tune', 'model_card', 'write_model_card', 'read_adapter_config',
-           'load_a3tune_weights', 'load_a3tune', 'base_location', 'merge_lora', 'train', 'train_command', 'train_cli',
-           'A3MOE_FILE', 'A3TuneModel']
+           'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args', 'a3tune_model', 'TrainingDiverged',
+           'nonfinite_params', 'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune',
+           'model_card', 'write_model_card', 'read_adapter_config', 'load_a3tune_weights', 'load_a3tune',
+           'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train', 'train_command',
+           'train_cli', 'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
-import os, sys, json, math, inspect, difflib, logging, warnings, dataclasses
+import os, re, sys, json, math, shutil, inspect, difflib, logging, warnings, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, field, asdict, fields
 from fastcore.basics import patch
 from fastcore.script import Param
 import torch, torch.nn as nn
-from transformers import Trainer, TrainingArguments, AutoProcessor, AutoModelForImageTextToText
+from transformers import Trainer, TrainingArguments, TrainerCallback, AutoProcessor, AutoModelForImageTextToText
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dict
+from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows, run_cli
 from .a3moe import A3MoEConfig, lora_regex, A3Context, add_a3moe, a3moe_modules, a3moe_state_dict, load_a3moe_state_dict
 from .a3moe import A3TuneModel, A3MOE_FILE
 from .head_selection import select_heads, recorded_ratio, HeadProfile
 from .loss import recorded_align, objective
-from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid
+from .formats import read_json
+from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid, check_prompts
 
 # %% ../nbs/05_training.ipynb #c3e89d27
 @dataclass
@@ -79,14 +82,35 @@ class A3TuneConfig:
 _CHOICES = dict(query=('text', 'answer'), heads=('sample', 'batch', 'static'), align_form=('paper', 'rows'),
                 seg_reduce=('sum', 'mean'), align_over=('all', 'labelled'), nan_policy=('skip', 'raise'), bf16=('auto', 'true', 'false'))
 
+_RANGES = dict(k_segments=(int, 1, None), max_length=(int, 1, None), lam=(float, 0, None), lam_warmup_steps=(int, 0, None),
+               R=(int, 1, None), balance_coef=(float, 0, None), epochs=(float, 0, None), max_steps=(int, -1, None),
+               lr=(float, 0, None), per_device_batch_size=(int, 1, None), grad_accum=(int, 1, None), weight_decay=(float, 0, None),
+               warmup=(float, 0, None), seed=(int, 0, None), logging_steps=(int, 1, None), save_steps=(int, 1, None),
+               save_total_limit=(int, 1, None), num_workers=(int, 0, None))   # field -> (type, minimum, maximum); None: no bound
+_MOE_RANGES = dict(expert_alpha=(float, 0, None), expert_dropout=(float, 0, 1), shared_alpha=(float, 0, None),
+                   lora_alpha=(float, 0, None), lora_dropout=(float, 0, 1), expert_rank=(int, 1, None), lora_rank=(int, 0, None),
+                   shared_rank=(int, 0, None), q_experts=(int, 1, None), k_experts=(int, 1, None))
+_NONE_OK = ('k_segments', 'save_total_limit')
+
+def _check_number(name:str, v, typ, lo, hi):
+    "Raise unless `v` is a finite number of type `typ` in [lo, hi] (an `int` is a valid float)."
+    ok_type = not isinstance(v, bool) and (isinstance(v, int) if typ is int else isinstance(v, (int, float)))
+    if not ok_type: raise ValueError(f"{name}={v!r}: must be {'an integer' if typ is int else 'a number'}")
+    if not math.isfinite(v): raise ValueError(f"{name}={v!r}: must be finite")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name}={v!r}: must be " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"))
+
 def _check_config(self:A3TuneConfig):
     if isinstance(self.bf16, bool): self.bf16 = str(self.bf16).lower()
     for k, ok in _CHOICES.items():
         if getattr(self, k) not in ok: raise ValueError(f"A3TuneConfig.{k}={getattr(self, k)!r}: choose one of {ok}")
     if self.heads == 'static' and not self.head_profile: raise ValueError("heads='static' needs head_profile (a HeadProfile JSON)")
-    if self.lam < 0 or self.R < 1: raise ValueError(f"lam must be >= 0 and R >= 1 (got lam={self.lam}, R={self.R})")
+    for k, (typ, lo, hi) in _RANGES.items():
+        if not (k in _NONE_OK and getattr(self, k) is None): _check_number(f"A3TuneConfig.{k}", getattr(self, k), typ, lo, hi)
+    if self.lr == 0 or self.epochs == 0 or self.max_steps == 0: raise ValueError("lr, epochs and max_steps must not be 0 (max_steps=-1: train for `epochs`)")
     if isinstance(self.moe, dict): self.moe = _moe_from_dict(self.moe)
     if not isinstance(self.moe, A3MoEConfig): raise ValueError(f"A3TuneConfig.moe must be an A3MoEConfig or a dict, got {type(self.moe).__name__}")
+    for k, (typ, lo, hi) in _MOE_RANGES.items(): _check_number(f"A3TuneConfig.moe.{k}", getattr(self.moe, k), typ, lo, hi)
 
 # %% ../nbs/05_training.ipynb #ee5d4181
 MOE_FIELDS = tuple(f.name for f in fields(A3MoEConfig))   # the settings that live in `A3TuneConfig.moe`
@@ -189,7 +213,7 @@ def config_keys()->list:
 @patch
 def to_json(self:A3TuneConfig, path): Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 @patch(cls_method=True)
-def from_json(cls:A3TuneConfig, path): return cls.from_dict(json.loads(Path(path).read_text()), path)
+def from_json(cls:A3TuneConfig, path): return cls.from_dict(read_json(path, 'A3TuneConfig JSON'), path)
 
 # %% ../nbs/05_training.ipynb #1d7f19ff
 def _bf16(cfg):
@@ -241,6 +265,30 @@ STATS = ('batches', 'samples', 'labelled', 'lm_loss', 'lm_tokens', 'align_batche
          'heads_R', 'heads_ratio_sel', 'heads_ratio_all', 'attn_in_mask', 'in_mask_n', 'moe_batches', 'q_entropy', 'k_max_load')
 log = logging.getLogger('a3tune')
 
+class TrainingDiverged(FloatingPointError, ValueError):
+    "A run whose loss or trainable weights stopped being finite (a `ValueError` too, so the command ends with one line)."
+
+def nonfinite_params(model)->list:
+    "Names of the trainable tensors of `model` holding NaN or inf."
+    ps = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not ps: return []
+    bad = torch.stack([~torch.isfinite(p.detach()).all() for _, p in ps]).cpu()
+    return [n for (n, _), b in zip(ps, bad.tolist()) if b]
+
+class _DivergenceCheck(TrainerCallback):
+    "After every optimiser step: stop if a loss of the step or a trainable weight is not finite (on every process at once)."
+    def __init__(self, trainer): self.tr = trainer
+    def on_step_end(self, args, state, control, **kw):
+        tr = self.tr
+        bad = nonfinite_params(tr.accelerator.unwrap_model(tr.model))
+        flags = torch.tensor([float(tr._bad_loss is not None), float(len(bad))])
+        if tr.accelerator.num_processes > 1: flags = tr.accelerator.reduce(flags.to(tr.accelerator.device), 'sum').cpu()
+        ids, tr._step_ids = tr._step_ids, []
+        if flags.sum() == 0: return
+        what = tr._bad_loss or (f"{len(bad)} trainable tensors hold NaN/inf (e.g. {bad[0]})" if bad else "another process saw a non-finite loss or weight")
+        raise TrainingDiverged(f"A³Tune: training diverged at step {state.global_step}: {what}; samples of the step: {ids}. "
+                               f"Stopped without saving an adapter; lower lr (now {tr.args.learning_rate}) or lam (now {tr.a3.lam}), or check these samples")
+
 class A3Trainer(Trainer):
     "`transformers.Trainer` with the A³Tune loss L_LLM + λ·L_align (+ balance), per-term logs and A³Tune adapter checkpoints."
     loss_is_scaled_for_ga = True   # compute_loss normalises every term over the accumulated batch itself
@@ -255,6 +303,8 @@ class A3Trainer(Trainer):
         self.has_moe, self.unlabelled_seen = bool(a3moe_modules(model)), 0
         self.head_mask = HeadProfile.load(self.a3.head_profile).head_mask(self.a3.R) if self.a3.heads == 'static' else None
         self._acc = torch.zeros(len(STATS), dtype=torch.float64)
+        self._bad_loss, self._step_ids = None, []
+        self.add_callback(_DivergenceCheck(self))
 
     def current_lambda(self)->float:
         "λ at the current optimiser step (after the warm-up ramp)."
@@ -337,7 +387,11 @@ def compute_loss(self:A3Trainer, model, inputs, return_outputs=False, num_items_
         if self.a3.balance_coef > 0:
             bal = ctx.balance_loss().to(loss.device); loss = loss + self.a3.balance_coef * bal / ga; st['balance_loss'] = bal.detach()
         st.update(routing_stats(ctx), moe_batches=1)
-    if model.training: self._accumulate(st); self.unlabelled_seen += len(valid) - int(n_lab)
+    if model.training:
+        self._accumulate(st); self.unlabelled_seen += len(valid) - int(n_lab); self._step_ids += list(ids)
+        if self._bad_loss is None and not torch.isfinite(loss.detach()):   # the step-end check stops the run (all processes)
+            self._bad_loss = f"the loss is {loss.item()} (L_LLM {out.loss.item()}) for samples {list(ids)}"
+    elif not torch.isfinite(loss.detach()): raise TrainingDiverged(f"A³Tune: the loss is {loss.item()} for samples {list(ids)}")
     return (loss, out) if return_outputs else loss
 
 # %% ../nbs/05_training.ipynb #28d83f65
@@ -596,21 +650,70 @@ def save_pretrained(self:A3TuneModel, save_directory, # the adapter folder to wr
 # %% ../nbs/05_training.ipynb #5d8ebce2
 @patch
 def _save(self:A3Trainer, output_dir=None, state_dict=None):
-    "Write an A³Tune adapter directory (main process only)."
+    "Write an A³Tune adapter directory (main process only); non-finite weights are never written."
     output_dir = output_dir or self.args.output_dir
     if not self.args.should_save: return
-    save_a3tune(self.accelerator.unwrap_model(self.model), output_dir, self.a3, state_dict)
+    model = self.accelerator.unwrap_model(self.model)
+    if bad := nonfinite_params(model): raise TrainingDiverged(f"A³Tune: not saving {output_dir}: {len(bad)} trainable tensors hold NaN/inf (e.g. {bad[0]})")
+    save_a3tune(model, output_dir, self.a3, state_dict)
     if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
     torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+PARTIAL_DIR = '.a3tune-partial'   # checkpoints are written here and renamed into the output directory when complete
+
+@patch
+def _save_checkpoint(self:A3Trainer, model, trial):
+    "The Trainer's checkpoint, written to a temporary folder and renamed into place once complete (a kill never leaves half a checkpoint)."
+    run_dir = Path(self._get_output_dir(trial=trial)); tmp, name = run_dir/PARTIAL_DIR, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+    if self.args.should_save: shutil.rmtree(tmp/name, ignore_errors=True)
+    self._get_output_dir = lambda trial=None: str(tmp)
+    try: Trainer._save_checkpoint(self, model, trial)
+    finally: del self._get_output_dir
+    self.accelerator.wait_for_everyone()          # every process has written its RNG state
+    if not self.args.should_save: return
+    if (run_dir/name).exists(): shutil.rmtree(run_dir/name)
+    os.replace(tmp/name, run_dir/name)
+    if not any(tmp.iterdir()): tmp.rmdir()
+    rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                       best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
 @patch
 def _load_from_checkpoint(self:A3Trainer, resume_from_checkpoint, model=None):
     "Load the adapter weights of a checkpoint (the Trainer then restores optimiser and scheduler)."
+    if why := checkpoint_problem(resume_from_checkpoint): raise ValueError(f"cannot resume from {resume_from_checkpoint}: it {why}")
     load_a3tune_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
 @patch
 def _load_best_model(self:A3Trainer):
     load_a3tune_weights(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+# %% ../nbs/05_training.ipynb #f3c1d2e4
+def _optimizer_saved(p:Path)->bool: return any(p.glob('*optimizer.pt*')) or any(p.glob('global_step*'))   # plain, per-rank, DeepSpeed
+
+def checkpoint_problem(path, # a checkpoint directory
+                      )->str|None:
+    "Why `path` cannot be resumed from ('lacks optimizer.pt', 'has a corrupt ...'), or None when it is complete."
+    p = Path(path)
+    if not p.is_dir(): return "is not a directory"
+    if miss := [f for f in ('trainer_state.json', CONFIG_FILE) if not (p/f).is_file()]: return f"lacks {', '.join(miss)} (interrupted while saving?)"
+    if not _optimizer_saved(p): return "lacks optimizer.pt, so resuming would silently restart the optimiser from scratch"
+    for f in ('trainer_state.json', CONFIG_FILE):
+        try: json.loads((p/f).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: return f"has an unreadable {f} ({e})"
+    for f in sorted(p.glob('*.safetensors')):
+        try:
+            with safe_open(f, 'pt') as st: [st.get_slice(k) for k in st.keys()]
+        except Exception as e: return f"has a corrupt {f.name} ({type(e).__name__}: {e})"
+    return None
+
+def last_checkpoint(out, # a run's output directory
+                   )->str|None:
+    "The newest complete checkpoint in `out`, warning about each incomplete one skipped; None if there is none."
+    cks = [p for p in Path(out).glob(f'{PREFIX_CHECKPOINT_DIR}-*') if p.is_dir() and re.fullmatch(rf'{PREFIX_CHECKPOINT_DIR}-\d+', p.name)]
+    for c in sorted(cks, key=lambda p: int(p.name.rsplit('-', 1)[1]), reverse=True):
+        if (why := checkpoint_problem(c)) is None: return str(c)
+        log.warning(f"A³Tune: skipping checkpoint {c.name}: it {why}")
+    return None
 
 # %% ../nbs/05_training.ipynb #83bb332f
 def merge_lora(model)->nn.Module:
@@ -631,12 +734,17 @@ def train(model, # base model (HF LLaVA-family)
          )->A3Trainer:
     "Fine-tune `model` with A³Tune on `ds` and save the adapter to `output_dir`; returns the trainer."
     grid = get_adapter(model).grid(processor)
-    n = check_label_grid(ds, processor, grid)
-    log.info(f"A³Tune: {len(ds)} samples, {n} with weak labels, {len(ds) - n} trained on the LM loss only")
+    check_label_grid(ds, processor, grid)
+    check_prompts(ds, processor, cfg.max_length, grid[0] * grid[1])   # before step 1, not when the batch comes up
+    if resume is True:
+        resume = last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if resume is None: log.warning(f"A³Tune: no complete checkpoint in {output_dir} to resume from; training from the start")
+    elif resume and (why := checkpoint_problem(resume)): raise ValueError(f"cannot resume from {resume}: it {why}")
+    n = len(ds) - ds.n_unlabelled
+    log.info(f"A³Tune: {len(ds)} samples, {n} with usable weak labels, {len(ds) - n} trained on the LM loss only")
     model = a3tune_model(model, cfg)
     tr = A3Trainer(model, training_args(cfg, output_dir, **kw), train_dataset=ds, processing_class=processor,
                    data_collator=A3Collator(processor, cfg.query, cfg.max_length, cfg.k_segments, grid))
-    if resume is True: resume = get_last_checkpoint(str(output_dir))
     tr.train(resume_from_checkpoint=resume)
     tr.save_model(str(output_dir))
     return tr
@@ -660,8 +768,8 @@ def train_command(model:str, # base model: local directory or Hugging Face Hub i
     "Fine-tune a LLaVA-family model with A³Tune (LoRA + A³MoE + attention alignment) and save the adapter."
     cfg = A3TuneConfig.preset(preset, variant) if preset else A3TuneConfig()
     if config:
-        try: cfg = cfg.update(json.loads(Path(config).read_text()))
-        except json.JSONDecodeError as e: raise ValueError(f"{config}: not a JSON file ({e})") from None
+        if not Path(config).is_file(): raise FileNotFoundError(f"config file not found: {config}")
+        cfg = cfg.update(read_json(config, 'A3TuneConfig JSON'))
     cfg = cfg.update(set or [])
     recs, root = load_data(data, split)
     root = Path(images) if images else root

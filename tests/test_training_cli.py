@@ -113,7 +113,7 @@ def test_label_grid_mismatch_fails_before_training(fx):
     with pytest.raises(ValueError, match=r"label grid \(8, 8\) of sample .* does not match the model's visual-token grid \(4, 4\)"):
         train_cli(cli_args(tmp, 'g', labels='grid8.jsonl') + sets() + ['--debug'])
     assert not (tmp/'g').exists()                     # nothing was trained or written
-    _rewrite_labels(tmp, 'size.jsonl', lambda r: {**r, 'size': [256, 256]})
+    _rewrite_labels(tmp, 'size.jsonl', lambda r: {**r, 'size': [256, 256], 'segments': [{**s, 'rle': {'size': [256, 256], 'counts': [0, 256 * 256]}} for s in r['segments']]})
     with pytest.raises(ValueError, match=r"labels were drawn on a \(256, 256\) image but the image is \(512, 512\)"):
         train_cli(cli_args(tmp, 'g', labels='size.jsonl') + sets() + ['--debug'])
 
