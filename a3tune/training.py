@@ -12,7 +12,7 @@ __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERE
            'train_cli', 'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
-import os, re, sys, json, math, shutil, inspect, difflib, logging, warnings, dataclasses
+import os, re, sys, copy, json, math, shutil, inspect, difflib, logging, warnings, dataclasses
 from pathlib import Path
 from dataclasses import dataclass, field, asdict, fields
 from fastcore.basics import patch
@@ -448,6 +448,8 @@ def check_base(model, fp:dict, where='adapter'):
         if own[k] != fp.get(k): raise ValueError(f"{where} was trained on another base model: {k}={fp.get(k)!r} there, {own[k]!r} here "
                                                  f"(trained on {fp.get('name_or_path') or 'an unnamed model'})")
     a, b = fp.get('embed_probe'), own['embed_probe']
+    if b and not a: raise ValueError(f"{where}: its config has no `embed_probe`, so the base's weights cannot be checked; "
+                                     "load with check=False only if you know it is the base it was trained on")
     if a and b and not torch.allclose(torch.tensor(a), torch.tensor(b), rtol=2e-2, atol=1e-3):
         raise ValueError(f"{where} was trained on another base model: same architecture but different weights "
                          f"(trained on {fp.get('name_or_path') or 'an unnamed model'}); load the base it was trained on")
@@ -589,9 +591,14 @@ def read_adapter_config(path)->dict:
     "The `a3tune_config.json` of an adapter directory, checked."
     f = Path(path)/CONFIG_FILE
     if not f.is_file(): raise FileNotFoundError(f"{path} is not an A³Tune adapter directory: {CONFIG_FILE} is missing")
-    meta = json.loads(f.read_text())
+    meta = read_json(f, 'A³Tune adapter config')
     if meta.get('format') != ADAPTER_FORMAT: raise ValueError(f"{f}: not an A³Tune adapter config (format {meta.get('format')!r})")
     return meta
+
+def _load_tensors(f:Path)->dict:
+    "A safetensors file's tensors; a truncated or foreign file is a `ValueError` naming it."
+    try: return load_file(f)
+    except Exception as e: raise ValueError(f"{f}: not a readable safetensors file ({e}); the save was cut off or the file was edited: re-save the adapter") from None
 
 def load_a3tune_weights(model, # a model with the adapter's structure (`a3tune_model`)
                         path, # adapter directory or Trainer checkpoint
@@ -600,13 +607,13 @@ def load_a3tune_weights(model, # a model with the adapter's structure (`a3tune_m
     p = Path(path)
     if (p/'adapter_model.safetensors').is_file():
         if not isinstance(model, PeftModel): raise ValueError(f"{p} has a PEFT adapter but the model has no LoRA (moe.lora_rank=0?)")
-        res = set_peft_model_state_dict(model, load_file(p/'adapter_model.safetensors'))
+        res = set_peft_model_state_dict(model, _load_tensors(p/'adapter_model.safetensors'))
         miss = [k for k in res.missing_keys if '.lora_' in k and '.default' in k]
         if miss or res.unexpected_keys: raise ValueError(f"{p}: LoRA tensors do not match the model: missing {miss[:3]}, unexpected {list(res.unexpected_keys)[:3]}")
     elif isinstance(model, PeftModel): raise FileNotFoundError(f"{p}: adapter_model.safetensors is missing")
     if a3moe_modules(model):
         if not (p/A3MOE_FILE).is_file(): raise FileNotFoundError(f"{p}: {A3MOE_FILE} is missing but the model has A³MoE modules")
-        load_a3moe_state_dict(model, load_file(p/A3MOE_FILE))
+        load_a3moe_state_dict(model, _load_tensors(p/A3MOE_FILE))
     return model
 
 def load_a3tune(base_model, # the base model the adapter was trained on
@@ -657,7 +664,14 @@ def _save(self:A3Trainer, output_dir=None, state_dict=None):
     if bad := nonfinite_params(model): raise TrainingDiverged(f"A³Tune: not saving {output_dir}: {len(bad)} trainable tensors hold NaN/inf (e.g. {bad[0]})")
     save_a3tune(model, output_dir, self.a3, state_dict)
     if self.processing_class is not None: self.processing_class.save_pretrained(output_dir)
-    torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+    torch.save(_portable_args(self.args, output_dir), os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+def _portable_args(args:TrainingArguments, folder)->TrainingArguments:
+    "A copy of `args` whose folders are relative to `folder`, so a saved run holds no absolute path."
+    a = copy.copy(args)
+    for k in ('output_dir', 'logging_dir'):
+        if getattr(a, k, None): setattr(a, k, os.path.relpath(os.path.abspath(getattr(a, k)), os.path.abspath(folder)))
+    return a
 
 PARTIAL_DIR = '.a3tune-partial'   # checkpoints are written here and renamed into the output directory when complete
 

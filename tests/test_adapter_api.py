@@ -142,6 +142,7 @@ def test_trained_folder_has_no_absolute_path(tmp_path, capsys):
     texts = [f for f in run.iterdir() if f.is_file() and f.suffix in ('.json', '.md', '.jinja', '.txt')]
     assert {'README.md', 'a3tune_config.json', 'adapter_config.json'} <= {f.name for f in texts}
     assert [f.name for f in texts if str(tmp_path) in f.read_text()] == []
+    assert str(tmp_path).encode() not in (run/'training_args.bin').read_bytes()   # the pickled TrainingArguments too
     m = A3TuneModel.from_pretrained(None, run)
     assert type(m) is A3TuneModel
 
@@ -151,3 +152,22 @@ def test_merged_model_still_runs_plainly(fx):
     b = _batches(proc)[0]
     merged = merge_lora(A3TuneModel.from_pretrained(tmp/'base', tmp/'adapter'))
     with torch.no_grad(): torch.testing.assert_close(merged(**b).logits, tuned(**b).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_broken_adapter_folders_are_named(fx, tmp_path):
+    "Issue 19 cases 5 and 11: a config without embed_probe, invalid config JSON and a truncated safetensors file name the file."
+    import shutil
+    tmp, base, proc, tuned = fx
+    for case in ('probe', 'json', 'trunc'):
+        d = tmp_path/case; shutil.copytree(tmp/'adapter', d)
+        f = d/'a3tune_config.json'
+        if case == 'probe':
+            meta = json.loads(f.read_text()); meta['base'].pop('embed_probe'); f.write_text(json.dumps(meta))
+            with pytest.raises(ValueError, match='no `embed_probe`.*check=False'): load_a3tune(copy.deepcopy(base), d)
+            load_a3tune(copy.deepcopy(base), d, check=False)   # the way out the message names
+        elif case == 'json':
+            f.write_text(f.read_text()[:-20])
+            with pytest.raises(ValueError, match=r'a3tune_config\.json: not a valid A³Tune adapter config'): read_adapter_config(d)
+        else:
+            s = d/'a3moe.safetensors'; s.write_bytes(s.read_bytes()[:len(s.read_bytes()) // 2])
+            with pytest.raises(ValueError, match=r'a3moe\.safetensors: not a readable safetensors file'): load_a3tune(copy.deepcopy(base), d)
