@@ -7,7 +7,7 @@ __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERE
            'STATS', 'log', 'A3MOE_FILE', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'A3TuneConfig', 'config_keys',
            'training_args', 'a3tune_model', 'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base',
            'save_a3tune', 'read_adapter_config', 'load_a3tune_weights', 'load_a3tune', 'merge_lora', 'train',
-           'train_command', 'train_cli']
+           'global_batch', 'global_batch_line', 'train_command', 'train_cli']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
 import os, sys, json, math, inspect, difflib, logging, warnings, dataclasses
@@ -502,6 +502,24 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
+# %% ../nbs/05_training.ipynb #97cd31a2
+def global_batch(cfg:A3TuneConfig, # the configuration
+                 world_size:int=None, # training processes (default: $WORLD_SIZE, else 1)
+                )->int:
+    "Samples per optimiser step: per-device batch × gradient accumulation × processes."
+    return cfg.per_device_batch_size * cfg.grad_accum * (world_size or int(os.environ.get('WORLD_SIZE', 1)))
+
+def global_batch_line(cfg:A3TuneConfig, # the configuration used
+                      preset:A3TuneConfig=None, # the preset it started from, if any
+                      world_size:int=None, # training processes (default: $WORLD_SIZE, else 1)
+                     )->str:
+    "One line stating the global batch; a `UserWarning` when it differs from the preset's (its values on one process)."
+    ws = world_size or int(os.environ.get('WORLD_SIZE', 1)); g = global_batch(cfg, ws)
+    if preset is not None and g != (p := global_batch(preset, 1)):
+        warnings.warn(f"global batch {g} differs from the preset's {p} ({preset.per_device_batch_size} × {preset.grad_accum} on one process); "
+                      f"set --set grad_accum=... to keep it", UserWarning, stacklevel=2)
+    return f"a3tune train: global batch {g} = {cfg.per_device_batch_size} per device × {cfg.grad_accum} accumulation × {ws} process{'es' if ws > 1 else ''}"
+
 # %% ../nbs/05_training.ipynb #a4bb83b2
 def train_command(model:str, # base model: local directory or Hugging Face Hub id (with its processor)
                   data:Param(type=str, required=True)=None, # LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
@@ -524,6 +542,7 @@ def train_command(model:str, # base model: local directory or Hugging Face Hub i
         try: cfg = cfg.update(json.loads(Path(config).read_text()))
         except json.JSONDecodeError as e: raise ValueError(f"{config}: not a JSON file ({e})") from None
     cfg = cfg.update(set or [])
+    if int(os.environ.get('RANK', 0)) == 0: print(global_batch_line(cfg, A3TuneConfig.preset(preset, variant) if preset else None))
     recs, root = load_data(data, split)
     root = Path(images) if images else root
     lab = join_labels(recs, labels, root, check_images=check_images) if labels else None
