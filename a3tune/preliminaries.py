@@ -32,12 +32,21 @@ def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, 
     return n
 
 # %% ../nbs/00_preliminaries.ipynb #b806b9ab
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Each option's default once: `on`/`off` for flags, `none` for None, nothing for required options or when the help states it."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if 'default' in h.lower() or action.default is argparse.SUPPRESS or action.required or not action.option_strings: return h
+        if action.nargs == 0:   # a flag: store_true is off until given, store_false (`--no-x`) turns x off
+            return h + (' (default: on; this flag turns it off)' if action.default is True else ' (default: off)')
+        return h + f" (default: {'none' if action.default is None else action.default})"
+
 def cli_parser(func, # a function with annotated, docmented parameters
                prog:str=None, # program name shown in usage, e.g. 'a3tune labels'
               )->argparse.ArgumentParser:
     "An `ArgumentParser` built from `func`'s signature: docments as help, hyphenated option names."
     p = argparse.ArgumentParser(prog=prog, description=(func.__doc__ or '').split('\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     for k, v in docments(func, full=True, returns=False, eval_str=True).items():
         prm = v.anno if isinstance(v.anno, Param) else Param(v.docment, v.anno if v.anno is not inspect._empty else None)
         prm.help = prm.help or v.docment or ''

@@ -8,8 +8,8 @@ __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERE
            'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args', 'a3tune_model', 'TrainingDiverged',
            'nonfinite_params', 'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune',
            'model_card', 'write_model_card', 'read_adapter_config', 'load_a3tune_weights', 'load_a3tune',
-           'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train', 'train_command',
-           'train_cli', 'A3MOE_FILE', 'A3TuneModel']
+           'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train', 'global_batch',
+           'global_batch_line', 'train_command', 'train_cli', 'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
 import os, re, sys, copy, json, math, shutil, inspect, difflib, logging, warnings, dataclasses
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, asdict, fields
 from fastcore.basics import patch
 from fastcore.script import Param
 import torch, torch.nn as nn
-from transformers import Trainer, TrainingArguments, TrainerCallback, AutoProcessor, AutoModelForImageTextToText
+from transformers import Trainer, TrainingArguments, TrainerCallback, AutoConfig, AutoProcessor, AutoModelForImageTextToText
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -30,6 +30,7 @@ from .a3moe import A3TuneModel, A3MOE_FILE
 from .head_selection import select_heads, recorded_ratio, HeadProfile
 from .loss import recorded_align, objective
 from .formats import read_json
+from .backbones import check_backbone
 from .data import load_data, join_labels, A3Dataset, A3Collator, check_label_grid, check_prompts
 
 # %% ../nbs/05_training.ipynb #c3e89d27
@@ -763,6 +764,24 @@ def train(model, # base model (HF LLaVA-family)
     tr.save_model(str(output_dir))
     return tr
 
+# %% ../nbs/05_training.ipynb #97cd31a2
+def global_batch(cfg:A3TuneConfig, # the configuration
+                 world_size:int=None, # training processes (default: $WORLD_SIZE, else 1)
+                )->int:
+    "Samples per optimiser step: per-device batch × gradient accumulation × processes."
+    return cfg.per_device_batch_size * cfg.grad_accum * (world_size or int(os.environ.get('WORLD_SIZE', 1)))
+
+def global_batch_line(cfg:A3TuneConfig, # the configuration used
+                      preset:A3TuneConfig=None, # the preset it started from, if any
+                      world_size:int=None, # training processes (default: $WORLD_SIZE, else 1)
+                     )->str:
+    "One line stating the global batch; a `UserWarning` when it differs from the preset's (its values on one process)."
+    ws = world_size or int(os.environ.get('WORLD_SIZE', 1)); g = global_batch(cfg, ws)
+    if preset is not None and g != (p := global_batch(preset, 1)):
+        warnings.warn(f"global batch {g} differs from the preset's {p} ({preset.per_device_batch_size} × {preset.grad_accum} on one process); "
+                      f"set --set grad_accum=... to keep it", UserWarning, stacklevel=2)
+    return f"a3tune train: global batch {g} = {cfg.per_device_batch_size} per device × {cfg.grad_accum} accumulation × {ws} process{'es' if ws > 1 else ''}"
+
 # %% ../nbs/05_training.ipynb #a4bb83b2
 def train_command(model:str, # base model: local directory or Hugging Face Hub id (with its processor)
                   data:Param(type=str, required=True)=None, # LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
@@ -785,10 +804,12 @@ def train_command(model:str, # base model: local directory or Hugging Face Hub i
         if not Path(config).is_file(): raise FileNotFoundError(f"config file not found: {config}")
         cfg = cfg.update(read_json(config, 'A3TuneConfig JSON'))
     cfg = cfg.update(set or [])
+    if int(os.environ.get('RANK', 0)) == 0: print(global_batch_line(cfg, A3TuneConfig.preset(preset, variant) if preset else None))
     recs, root = load_data(data, split)
     root = Path(images) if images else root
     lab = join_labels(recs, labels, root, check_images=check_images) if labels else None
     ds = A3Dataset(recs, root, lab)
+    check_backbone(AutoConfig.from_pretrained(model))   # an unsupported model_type is refused before anything loads
     processor = AutoProcessor.from_pretrained(model)
     dtype = torch.bfloat16 if _bf16(cfg) else torch.float32
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)

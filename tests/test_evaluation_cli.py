@@ -43,12 +43,15 @@ def test_eval_cli_llava_json_beam(trained, tmp_path):
     recs = read_jsonl(tmp_path/'o/answers.jsonl')
     assert len(recs) == 4 and {r['answer_type'] for r in recs} <= {'OPEN', 'CLOSED'}
 
-def test_eval_cli_base_model_only(tmp_path):
+def test_eval_cli_base_model_only(tmp_path, capsys):
+    "No --split: the paper's test split, or validate (printed, with the reason) in SLAKE-mini, which has no test.json."
     root = _slake()
     model, proc = tiny_llava()
     model.save_pretrained(tmp_path/'m'); proc.save_pretrained(tmp_path/'m')
     assert main(['eval', '--model', str(tmp_path/'m'), '--data', str(root), '--out', str(tmp_path/'o'), '--limit', '2',
                  '--max-new-tokens', '2', '--no-progress']) == 0
+    assert f"a3tune eval: split 'validate' of {root} (no test.json in this folder; the paper reports test)" in capsys.readouterr().out
+    assert json.loads((tmp_path/'o/metrics.json').read_text())['split'] == 'validate'
 
 def test_eval_cli_attention_needs_slake_folder(trained, tmp_path, capsys):
     assert main(['eval', '--model', str(trained/'base'), '--data', str(trained/'data.json'), '--out', str(tmp_path/'o'), '--attention']) == 2

@@ -190,3 +190,13 @@ def test_malformed_json_files_are_named(fx, capsys):
     _one_line(*_run(capsys, cli_args(tmp, 'js', data='cut.json', labels=None) + sets()), 'cut.json: not a valid data file (')
     (tmp/'cfg.json').write_text('{"lam": 0.1,}')
     _one_line(*_run(capsys, cli_args(tmp, 'js') + sets() + ['--config', str(tmp/'cfg.json')]), 'cfg.json: not a valid A3TuneConfig JSON (')
+
+
+def test_unsupported_backbone_is_refused_before_loading(fx, capsys):
+    "A model folder of a type a3tune has no adapter for: one line naming the supported types, exit 2."
+    tmp, *_ = fx
+    (tmp/'idefics').mkdir(exist_ok=True)
+    (tmp/'idefics'/'config.json').write_text(json.dumps({'model_type': 'idefics3'}))
+    rc, err = _run(capsys, [str(tmp/'idefics')] + cli_args(tmp, 'nope')[1:])
+    _one_line(rc, err, "model_type='idefics3' is not supported", 'llava', 'qwen2_vl', 'Bring your own backbone')
+    assert not (tmp/'nope').exists()

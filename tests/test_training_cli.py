@@ -33,6 +33,7 @@ def test_cli_train_save_load_same_logits(fx, monkeypatch, capsys):
     assert train_cli(cli_args(tmp, 'run') + sets(gradient_checkpointing=True)) == 0
     out = capsys.readouterr().out
     assert out.count('a3tune: adapter saved to') == 1
+    assert 'a3tune train: global batch ' in out and ' × 1 process' in out
     run = tmp/'run'
     assert {'adapter_model.safetensors', 'a3moe.safetensors', 'a3tune_config.json', 'chat_template.jinja'} <= set(p.name for p in run.iterdir())
     tr = seen['tr']

@@ -22,6 +22,7 @@ def test_two_processes_match_one(tmp_path):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)   # a hang fails here
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert p.stdout.count('a3tune: adapter saved to') == 1        # only the main process saves and reports
+    assert p.stdout.count('a3tune train: global batch 4 = 2 per device × 1 accumulation × 2 processes') == 1   # stated once, by rank 0
     a, b = _first_log(tmp_path/'single'), _first_log(tmp_path/'ddp')
     for k in ('loss', 'grad_norm', 'lm_loss', 'align_loss', 'labelled_frac'):
         assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), (k, a[k], b[k])

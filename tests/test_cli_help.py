@@ -1,0 +1,25 @@
+"`a3tune CMD --help`: every option has a description and states its default once (train, eval, demo; labels is checked in 01)."
+import importlib, pytest
+from a3tune.cli import COMMANDS
+from a3tune.preliminaries import cli_parser, _HelpFormatter
+
+def _parser(name, monkeypatch):
+    "The parser `a3tune NAME` builds, caught where its `*_cli` hands the engine to `run_cli`."
+    c, got = COMMANDS[name], []
+    mod = importlib.import_module(c.module)
+    monkeypatch.setattr(mod, 'run_cli', lambda f, argv, prog: got.append((f, prog)) or 0)
+    getattr(mod, c.func)([])
+    return cli_parser(*got[0])
+
+@pytest.mark.parametrize('name', ['train', 'eval', 'demo'])
+def test_every_option_described_with_default(name, monkeypatch):
+    p = _parser(name, monkeypatch)
+    fmt = _HelpFormatter(p.prog)
+    for a in p._actions:
+        if a.dest == 'help': continue
+        assert (a.help or '').strip(), f'{name}: {a.option_strings or a.dest} has no description'
+        h = fmt._get_help_string(a)
+        if a.option_strings and not a.required: assert 'default' in h, f'{name}: {a.option_strings} states no default: {h!r}'
+        assert h.count('(default') <= 1 and '(default: None)' not in h, f'{name}: {a.option_strings}: {h!r}'
+    out = p.format_help()
+    assert '(default: None)' not in out and 'show progress bars (default: True)' not in out
