@@ -9,13 +9,14 @@ __all__ = ['SLAKE_META', 'RAD_META', 'llava_record', 'check_record', 'question_a
            'A3Collator']
 
 # %% ../nbs/04a_data.ipynb #22f1dfd6
-import json, hashlib, re
+import json
 from pathlib import Path
 from dataclasses import dataclass, field
 from fastcore.basics import patch
 import numpy as np, torch
 from PIL import Image
 from .preliminaries import region_to_grid
+from .formats import sha256_file, read_detection, box_mask, named_labels
 from .weak_labels import (load_image, ImageError, read_labels, patch_masks, rle_encode, LabelFileError,
                                 LABELS_FORMAT, LABELS_VERSION, settings_hash)
 
@@ -161,12 +162,6 @@ class LabelIndex:
     def __repr__(self): return (f"LabelIndex({Path(self.path).name}: {len(self.records)} labelled, {len(self.unlabelled)} unlabelled, "
                                 f"{self.extra} extra; settings {self.header.get('settings_hash')})")
 
-def _sha256(p, n=1 << 20):
-    h = hashlib.sha256()
-    with open(p, 'rb') as f:
-        while b := f.read(n): h.update(b)
-    return h.hexdigest()
-
 # %% ../nbs/04a_data.ipynb #da3bdbbd
 def join_labels(recs:list, # conversation records
                 label_path, # label file (JSONL) from `a3tune labels`
@@ -189,7 +184,7 @@ def join_labels(recs:list, # conversation records
         if check_images and image_root is not None and lab.get('image_sha256'):
             p = image_path(image_root, r['image'], i)
             if p.is_file():
-                if p not in shas: shas[p] = _sha256(p)
+                if p not in shas: shas[p] = sha256_file(p)
                 if shas[p] != lab['image_sha256']:
                     raise LabelFileError(f"{where}: image {p} changed since its labels were written (sha256 differs); rebuild the labels")
         out[i] = lab
@@ -197,10 +192,6 @@ def join_labels(recs:list, # conversation records
     return LabelIndex(str(label_path), head, out, unl, sum(i not in by_id for i in labels))
 
 # %% ../nbs/04a_data.ipynb #28342a18
-def _named(label, text):
-    words = {label.lower(), label.lower().split()[-1]}
-    return any(re.search(rf"\b{re.escape(w)}\b", text.lower()) for w in words)
-
 def slake_gt_labels(recs:list, # SLAKE records (`slake_to_llava`)
                     image_root, # SLAKE `imgs/` folder
                     out, # label file to write
@@ -213,14 +204,11 @@ def slake_gt_labels(recs:list, # SLAKE records (`slake_to_llava`)
     for r in recs:
         p = image_path(image_root, r['image'], r['id'])
         with Image.open(p) as im: W, H = im.size
-        boxes = [(lab, b) for d in json.loads((p.parent/'detection.json').read_text()) for lab, b in d.items()]
-        qa = ' '.join(question_answer(r))
-        boxes = sorted([b for b in boxes if _named(b[0], qa)] or boxes, key=lambda lb: -lb[1][2] * lb[1][3])[:k]
-        segs = []
-        for lab, (x, y, w, hh) in boxes:
-            m = np.zeros((H, W), bool); m[int(round(y)):int(round(y + hh)), int(round(x)):int(round(x + w))] = True
-            segs.append({'rle': rle_encode(m), 'box': [x, y, w, hh], 'score': 1.0, 'quality': 1.0, 'label': lab})
-        lines.append({'id': r['id'], 'image': r['image'], 'image_sha256': _sha256(p), 'prompt': question_answer(r)[0],
+        boxes = read_detection(p.parent/'detection.json')
+        named = named_labels(' '.join(question_answer(r)), [lab for lab, _ in boxes])
+        boxes = sorted([b for b in boxes if b[0] in named] or boxes, key=lambda lb: -lb[1][2] * lb[1][3])[:k]
+        segs = [{'rle': rle_encode(box_mask(b, (H, W))), 'box': list(b), 'score': 1.0, 'quality': 1.0, 'label': lab} for lab, b in boxes]
+        lines.append({'id': r['id'], 'image': r['image'], 'image_sha256': sha256_file(p), 'prompt': question_answer(r)[0],
                       'size': [H, W], 'n_proposals': len(boxes), 'settings_hash': h, 'segments': segs})
     Path(out).write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
     return Path(out)

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['SCORERS', 'ATTN_METRICS', 'STRATEGIES', 'RECORD_FIELDS', 'normalize_legacy', 'legacy_closed_hit',
            'legacy_open_recall', 'normalize_strict', 'strict_closed_hit', 'strict_open_recall', 'score_item',
-           'bootstrap_ci', 'VQATable', 'vqa_table', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
-           'SlakeGT', 'slake_gt', 'load_slake', 'minmax', 'coverage', 'intensity', 'mass_in_gt', 'attention_metrics',
-           'attention_table', 'vqa_prompt', 'vqa_inputs', 'a3_generation_context', 'generate_batch', 'slake_items',
-           'generate_answers', 'read_jsonl', 'dola_layers', 'dola_scores', 'dola_generate', 'gt_grid', 'attention_maps',
-           'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention', 'compare_attention',
-           'load_items', 'load_eval_model', 'eval_cli']
+           'bootstrap_ci', 'VQATable', 'vqa_table', 'minmax', 'coverage', 'intensity', 'mass_in_gt',
+           'attention_metrics', 'attention_table', 'vqa_prompt', 'vqa_inputs', 'a3_generation_context',
+           'generate_batch', 'slake_items', 'generate_answers', 'read_jsonl', 'dola_layers', 'dola_scores',
+           'dola_generate', 'gt_grid', 'attention_maps', 'eq2_map', 'attention_records', 'model_view', 'view_mask',
+           'show_attention', 'compare_attention', 'load_items', 'load_eval_model', 'eval_cli', 'read_detection',
+           'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt', 'load_slake']
 
 # %% ../nbs/05b_evaluation.ipynb #2c5d6a67
 import json, re, math
@@ -154,90 +154,8 @@ def vqa_table(items:list, # per-item dicts (see `score_item`)
     return VQATable(rows, mode)
 
 # %% ../nbs/05b_evaluation.ipynb #9a38491b
-def read_detection(path, # a SLAKE `detection.json`
-                  )->list:
-    "The `(label, (x, y, w, h))` boxes of a SLAKE `detection.json`, top-left origin, in source pixels."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no detection.json; SLAKE image folders hold source.jpg, mask.png, detection.json")
-    out = []
-    for i, d in enumerate(json.loads(path.read_text())):
-        if not (isinstance(d, dict) and len(d) == 1): raise ValueError(f"{path}: entry {i} should be one {{label: [x, y, w, h]}} object, got {d!r}")
-        (label, box), = d.items()
-        if len(box) != 4: raise ValueError(f"{path}: entry {i} ({label}) needs 4 numbers [x, y, w, h], got {box!r}")
-        out.append((label, tuple(float(v) for v in box)))
-    return out
-
-def box_mask(box:tuple, # (x, y, w, h), top-left origin, pixels
-             size:tuple, # (H, W) of the image
-            )->np.ndarray:
-    "Filled bool mask [H, W] of the pixels a box touches."
-    x, y, w, h = box
-    m = np.zeros(size, bool)
-    m[max(0, math.floor(y)):max(0, math.ceil(y + h)), max(0, math.floor(x)):max(0, math.ceil(x + w))] = True
-    return m
-
-# %% ../nbs/05b_evaluation.ipynb #f4a6a15c
-@lru_cache(maxsize=64)
-def slake_regions(img_dir, # a SLAKE image folder `.../imgs/xmlabN`
-                  modality:str, # 'CT', 'MRI' or 'X-Ray' (the split file's `modality`)
-                 )->tuple:
-    "Per-box `(label, box, bool mask [H, W])` of a SLAKE image: grey-value ∩ box for CT/MRI, the filled box for X-Ray."
-    img_dir = Path(img_dir)
-    W, H = Image.open(img_dir/'source.jpg').size
-    out = []
-    grey = None if modality == 'X-Ray' else np.asarray(Image.open(img_dir/'mask.png').convert('RGB'))[..., 0]
-    if grey is not None and grey.shape != (H, W): raise ValueError(f"{img_dir}/mask.png is {grey.shape[::-1]}, source.jpg is {(W, H)}")
-    for label, box in read_detection(img_dir/'detection.json'):
-        m = box_mask(box, (H, W))
-        if grey is not None:
-            vals = grey[m]; vals = vals[vals > 0]
-            if vals.size: m &= grey == np.bincount(vals).argmax()
-        out.append((label, box, m))
-    return tuple(out)
-
-# %% ../nbs/05b_evaluation.ipynb #833b1cbe
-def named_labels(text:str, # question and answer text
-                 labels:list, # the image's box labels
-                )->list:
-    "Labels named in `text` by full name, else by last word (whole-word, case-insensitive), in `labels` order."
-    has = lambda phrase: re.search(rf'\b{re.escape(phrase.lower())}\b', text.lower()) is not None
-    uniq = list(dict.fromkeys(labels))
-    return [l for l in uniq if has(l)] or [l for l in uniq if has(l.split()[-1])]
-
-# %% ../nbs/05b_evaluation.ipynb #99390543
-@dataclass
-class SlakeGT:
-    "Ground-truth region of one SLAKE question."
-    mask:np.ndarray # bool [H, W] on the original image
-    labels:list     # the box labels the region is made of
-    level:str       # 'question' (named labels), 'image' (all boxes) or 'none' (no boxes)
-    @property
-    def image_size(self): return self.mask.shape
-
-def slake_gt(item:dict, # a SLAKE split entry: img_name, question, answer, modality
-             root, # the SLAKE folder holding `imgs/`
-            )->SlakeGT:
-    "The question-specific ground-truth region of `item` if it names a boxed label, else the image-level union."
-    missing = [k for k in ('img_name', 'question', 'answer', 'modality') if k not in item]
-    if missing: raise KeyError(f"SLAKE item {item.get('qid', '?')} lacks {missing}; use the official split files (train.json, validate.json)")
-    regs = slake_regions(Path(root)/'imgs'/Path(item['img_name']).parent, item['modality'])
-    if not regs:
-        W, H = Image.open(Path(root)/'imgs'/item['img_name']).size
-        return SlakeGT(np.zeros((H, W), bool), [], 'none')
-    named = named_labels(f"{item['question']} {item['answer']}", [r[0] for r in regs])
-    use = [r for r in regs if r[0] in named] if named else regs
-    return SlakeGT(np.logical_or.reduce([r[2] for r in use]), list(dict.fromkeys(r[0] for r in use)),
-                   'question' if named else 'image')
-
-# %% ../nbs/05b_evaluation.ipynb #75ac545e
-def load_slake(root, # the SLAKE folder (holds train.json, validate.json, test.json, imgs/)
-               split:str='validate', # 'train', 'validate' or 'test'
-               lang:str='en', # question language
-              )->list:
-    "The entries of a SLAKE split file in one language."
-    p = Path(root)/f'{split}.json'
-    if not p.exists(): raise FileNotFoundError(f"{p} not found; a SLAKE folder holds train.json, validate.json (and test.json in the full release)")
-    return [q for q in json.loads(p.read_text()) if q.get('q_lang', 'en') == lang]
+from .formats import read_detection, box_mask, slake_regions, named_labels, SlakeGT, slake_gt, load_slake
+_all_ = ['read_detection', 'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt', 'load_slake']
 
 # %% ../nbs/05b_evaluation.ipynb #bc39a7d9
 def minmax(attn, # a non-negative attention map, any shape

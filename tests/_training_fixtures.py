@@ -2,12 +2,13 @@
 import json, os, copy
 from pathlib import Path
 import torch
+from a3tune.formats import slake_mini
 
 torch.set_num_threads(1)
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 REPO = Path(__file__).parents[1]
-SLAKE = Path(__file__).parents[2]/'shared'/'data'/'slake-mini'
+SLAKE = slake_mini()   # $A3TUNE_DATA, else ../shared/data beside the repository, else the vendored copy
 WORDS = ['modality', 'used', 'take', 'organ', 'largest', 'system', 'belong']
 # a tiny A³Tune: 2 Q experts, 4 K experts, rank-8 LoRA, no dropout (runs must be comparable), 1 log per step
 TINY = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0, lora_dropout=0,

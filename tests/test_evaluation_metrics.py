@@ -37,11 +37,11 @@ def test_attention_metrics_known_masks():
     assert attention_metrics(half, gt) == pytest.approx(dict(coverage=.5, intensity=.5, mass_in_gt=8/9))
 
 def test_slake_gt_on_mini():
-    root = _slake()
+    root = _slake(full=True)
     items = load_slake(root, 'train') + load_slake(root, 'validate')
     assert len(items) == 706
     gts = [slake_gt(q, root) for q in items]
-    assert sum(g.level == 'question' for g in gts) == 188 and all(g.mask.any() for g in gts)
+    assert sum(g.level == 'question' for g in gts) == 217 and all(g.mask.any() for g in gts)
     for q, g in zip(items, gts):   # X-Ray regions are filled boxes
         if q['modality'] == 'X-Ray' and g.level == 'question':
             boxes = [b for l, b in read_detection(root/'imgs'/Path(q['img_name']).parent/'detection.json') if l in g.labels]
