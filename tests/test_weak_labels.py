@@ -44,6 +44,8 @@ def test_region_features_thin_segment_falls_back_to_centre_cell():
 def test_shipped_scorer_weights():
     sc = MiniLMScorer()
     assert sc.proj.weight.shape == (384, 261) and len(sc.settings()['weights_sha256']) == 64
+    p = sc.provenance(); assert p['zero_shot'] is False and 'SLAKE' in p['trained_on']       # fitted on SLAKE ground truth
+    assert SCORERS['minilm']().settings() == sc.settings()
 
 def test_train_projection_deterministic_whatever_global_rng():
     "The same seed gives the same projection whatever the global RNG state (it made phantom weak labels differ run to run)."
@@ -55,3 +57,20 @@ def test_train_projection_deterministic_whatever_global_rng():
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
     c = train_projection(feats, lab, texts, steps=5, seed=1)
     assert not torch.equal(a.weight, c.weight)
+
+def test_registries_build_what_the_cli_names():
+    assert {'felzenszwalb', 'litemedsam', 'sam'} <= set(SEGMENTERS) and {'minilm', 'clip'} <= set(SCORERS)
+    assert isinstance(SEGMENTERS['felzenszwalb'](device='cpu', unused=1), Felzenszwalb)
+    with pytest.raises(FileNotFoundError, match='nope.pth'): SEGMENTERS['sam'](sam_checkpoint='nope.pth')
+
+def test_write_labels_roundtrip_and_resume_compatible(tmp_path):
+    recs = [{'id': str(i), 'image': f'{i}.png', 'segments': []} for i in range(3)]
+    p = write_labels(tmp_path/'l.jsonl', {'k': 4}, recs)
+    head, got = read_labels(p)
+    assert head['settings_hash'] == settings_hash({'k': 4}) and 'provenance' not in head and list(got) == ['0', '1', '2']
+
+def test_sam_filters_scale_with_image_size():
+    "A 24-px box passes on a 256-px image (> 12 px) and fails on a 1024-px one (<= 48 px): filters follow the reference at 256²."
+    for side, kept in [(256, 1), (1024, 0)]:
+        m = np.zeros((side, side), bool); m[100:124, 100:124] = True
+        assert len(sam_filters(Segments.from_masks([m]))) == kept

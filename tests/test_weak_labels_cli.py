@@ -54,17 +54,27 @@ def test_two_process_shards_merge_to_single_run(data):
     assert all(len(r['segments']) == 3 for i, r in r1.items() if i != 'blank')
     m = rle_decode(r1['q00']['segments'][0]['rle']); assert m.shape == (48, 48) and m.any()
 
-def test_resume_and_settings_mismatch(data):
+def test_resume_and_settings_mismatch(data, capsys):
     out = data/'l.jsonl'
     assert labels_cli(args(data, out)) == 0
     full = out.read_text(); lines = full.splitlines()
     out.write_text('\n'.join(lines[:5]) + '\n' + lines[5][:40])                   # interrupted mid-line
     assert labels_cli(args(data, out)) == 0
     assert read_labels(out)[1].keys() == read_labels(data/'l.jsonl')[1].keys() and len(read_labels(out)[1]) == 13
-    with pytest.raises(ValueError, match='other settings'): labels_cli(args(data, out)[:-3] + ['-k', '2', '--no-progress'])
+    capsys.readouterr()
+    assert labels_cli(args(data, out)[:-3] + ['-k', '2', '--no-progress']) == 2                # one line, exit status 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('a3tune labels: error: ') and 'other settings' in err[-1]
+    with pytest.raises(ValueError, match='other settings'): labels_cli(args(data, out)[:-3] + ['-k', '2', '--no-progress', '--debug'])
 
-def test_bad_image_error_and_skip(data):
+def test_bad_image_error_and_skip(data, capsys):
     (data/'imgs'/'3.png').write_bytes((data/'imgs'/'3.png').read_bytes()[:100])    # truncated PNG
-    with pytest.raises(ValueError, match='3.png'): labels_cli(args(data, data/'a.jsonl'))
+    assert labels_cli(args(data, data/'a.jsonl')) == 2 and '3.png' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='3.png'): labels_cli(args(data, data/'a.jsonl', '--debug'))
     assert labels_cli(args(data, data/'b.jsonl', '--skip-bad')) == 0
     assert len(read_labels(data/'b.jsonl')[1]) == 10
+
+def test_provenance_printed_and_in_header(data, capsys):
+    assert labels_cli(args(data, data/'p.jsonl')) == 0
+    assert 'zero-shot labels: yes' in capsys.readouterr().err
+    assert read_labels(data/'p.jsonl')[0]['provenance']['scorer']['zero_shot'] is True

@@ -1,0 +1,189 @@
+"""Where does the weak-label segmenter lose SLAKE regions? Measured on every SLAKE-mini train + validate image.
+
+For each CT/MRI ground-truth region it records the best IoU reached at each stage of the default LiteMedSAM pipeline
+(prompt boxes that cover the region; all decoded prompt masks; after the predicted-IoU, area and NMS filters), and
+two oracles that isolate LiteMedSAM's 256-px input: the region's own box as the prompt on the whole image, and the
+same box on a crop around it upsampled to 256 px. For X-ray images it records the box IoU of every proposal with each
+finding box. Optional extra segmenters (registered names) are measured beside the default. Writes JSON (default
+nbs/cache/segmenter_recall.json); one torch thread.
+
+    python tools/segmenter_recall.py [--out FILE] [--images xmlab0,xmlab1] [--extra NAME ...]
+    python tools/segmenter_recall.py --no-default --extra NAME --out B.json     # in a second process, then
+    python tools/segmenter_recall.py --merge A.json B.json                      # join them into --out
+"""
+import argparse, json, math, os, sys, time
+from pathlib import Path
+import numpy as np, torch, torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'tools'))
+from a3tune.weak_labels import LiteMedSAM, load_image, mask_nms
+from _slake import SLAKE, gt_regions, image_folders, named_labels
+
+
+def box_iou(a, b):
+    "IoU of XYWH boxes a [N, 4] and b [M, 4] -> [N, M]."
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    ax2, ay2, bx2, by2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih; union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def mask_ious(masks, gts):
+    "IoU [G, N] of G ground-truth masks with N masks (all [H, W] bool)."
+    if not len(masks) or not len(gts): return np.zeros((len(gts), len(masks)))
+    m = torch.from_numpy(np.stack(masks)).flatten(1).float(); g = torch.from_numpy(np.stack(gts)).flatten(1).float()
+    inter = g @ m.T; return (inter / (g.sum(1)[:, None] + m.sum(1)[None] - inter).clamp(min=1)).numpy()
+
+
+def tight_box(m):
+    ys, xs = np.nonzero(m)
+    return [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1] if len(xs) else [0, 0, 0, 0]
+
+
+@torch.no_grad()
+def crop_oracle(lm, img, box, side=256):
+    "Mask from LiteMedSAM prompted with `box` (XYWH) on a square crop around it (3x the box, >= 64 px) upsampled to 256."
+    H, W = img.shape[:2]; x, y, w, h = box; c = max(64, 3 * max(w, h)); cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(max(0, min(W - c, cx - c / 2))), int(max(0, min(H - c, cy - c / 2)))
+    x1, y1 = int(min(W, x0 + c)), int(min(H, y0 + c))
+    crop = img[y0:y1, x0:x1]; ex = lm.encode(crop); s = ex['litemedsam_scale']; hh, ww = ex['litemedsam_hw']
+    b = torch.tensor([[(x - x0) * s, (y - y0) * s, (x - x0 + w) * s, (y - y0 + h) * s]], dtype=torch.float32)
+    lo, iou = lm.decode(ex['litemedsam_embed'], b)
+    m = F.interpolate(lo[:, :hh, :ww][None], size=(y1 - y0, x1 - x0), mode='bilinear', align_corners=False)[0, 0] > 0
+    out = np.zeros((H, W), bool); out[y0:y1, x0:x1] = m.numpy(); return out, float(iou[0])
+
+
+@torch.no_grad()
+def study_image(lm, img, regs, xray):
+    H, W = img.shape[:2]; t0 = time.time(); ex = lm.encode(img); t_enc = time.time() - t0
+    s = ex['litemedsam_scale']; h, w = ex['litemedsam_hw']
+    t0 = time.time(); pr = lm.prompts(img, s); t_box = time.time() - t0
+    t0 = time.time(); logits, piou = lm.decode(ex['litemedsam_embed'], pr); t_dec = time.time() - t0
+    lo = logits[:, :h, :w] > 0; frac = lo.flatten(1).float().mean(1)
+    ok_iou = (piou >= lm.iou_thresh); ok_area = ok_iou & (frac >= lm.min_area) & (frac <= lm.max_area)
+    ok = torch.nonzero(ok_area)[:, 0]; ok = ok[piou[ok].argsort(descending=True)]
+    kept = ok[mask_nms(lo[ok], lm.nms)] if len(ok) else ok
+    full = (F.interpolate(logits[:, :h, :w][:, None], size=(H, W), mode='bilinear', align_corners=False)[:, 0] > 0).numpy()
+    pbox = (pr.numpy() / s); pbox = np.c_[pbox[:, :2], pbox[:, 2:] - pbox[:, :2]]                  # XYWH, original px
+    img_rec = {'prompts': len(pr), 'proposals': len(kept), 'encode_s': t_enc, 'boxes_s': t_box, 'decode_s': t_dec, 'scale': s}
+    from a3tune.weak_labels import Segments
+    study_image.segs = Segments.from_masks([full[i] for i in kept.tolist()], scores=piou[kept].numpy(), size=(H, W), extras=ex) if len(kept) else Segments((H, W), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32), ex)
+    if xray:
+        gb = np.array([b for _, b in regs], float).reshape(-1, 4)
+        fb = np.array([tight_box(full[i]) for i in kept.tolist()], float).reshape(-1, 4)
+        I = box_iou(gb, fb)
+        return img_rec, [{'label': l, 'box': list(map(float, b)), 'proposal_box_ious': [round(float(v), 4) for v in row],
+                          'prompt_box_best': float(box_iou(b, pbox).max(initial=0))} for (l, b), row in zip(regs, I)]
+    gts = [m for _, m in regs]; I = mask_ious(list(full), gts)
+    gboxes = np.array([tight_box(g) for g in gts], float).reshape(-1, 4); BI = box_iou(gboxes, pbox)
+    recs = []
+    for j, (l, g) in enumerate(regs):
+        gb = gboxes[j]; area = int(g.sum())
+        b = torch.tensor([[gb[0] * s, gb[1] * s, (gb[0] + gb[2]) * s, (gb[1] + gb[3]) * s]], dtype=torch.float32)
+        olo, oiou = lm.decode(ex['litemedsam_embed'], b)
+        om = (F.interpolate(olo[:, :h, :w][None], size=(H, W), mode='bilinear', align_corners=False)[0, 0] > 0).numpy()
+        side = math.sqrt(area) * s
+        rec = {'label': l, 'area': area, 'side_256': side, 'box': gb.tolist(),
+               'prompt_box_best': float(BI[j].max(initial=0)),
+               'raw_best': float(I[j].max(initial=0)),
+               'iou_filter_best': float(I[j][ok_iou.numpy()].max(initial=0)),
+               'area_filter_best': float(I[j][ok_area.numpy()].max(initial=0)),
+               'final_best': float(I[j][kept.numpy()].max(initial=0)) if len(kept) else 0.,
+               'oracle_box': float(mask_ious([om], [g])[0, 0]), 'oracle_box_pred_iou': float(oiou[0])}
+        if side < 32:
+            cm, ciou = crop_oracle(lm, img, gb); rec['oracle_crop'] = float(mask_ious([cm], [g])[0, 0]); rec['oracle_crop_pred_iou'] = ciou
+        else: rec['oracle_crop'] = rec['oracle_box']
+        recs.append(rec)
+    return img_rec, recs
+
+
+def question_hits(scorer, img, segs, regs, questions, xray, k=4):
+    "Per question naming a label: is a top-1 / top-k proposal (by the scorer) a hit (IoU >= 0.5 with a named region; box IoU for X-ray)?"
+    from a3tune.weak_labels import top_k, Segments
+    if not questions: return []
+    labels = [l for l, _ in regs]; n = len(segs)
+    if xray: I = box_iou(np.array([b for _, b in regs], float).reshape(-1, 4), np.asarray(segs.boxes, float).reshape(-1, 4))
+    else: I = mask_ious([segs.mask(i) for i in range(n)], [m for _, m in regs])
+    sims = scorer.score(img, segs, [q for q, _ in questions]) if n else torch.zeros(len(questions), 0)
+    out = []
+    for (q, named), row in zip(questions, sims):
+        good = (I[[labels.index(l) for l in named]] >= .5).any(0) if n else np.zeros(0, bool); h = int(good.sum())
+        r = {'question': q, 'named': named, 'candidates': n, 'reachable': bool(h)}
+        for kk in (1, k):
+            t = top_k(row, kk); r[f'top{kk}'] = bool(good[t].any()) if t else False
+            r[f'random{kk}'] = 1 - math.comb(n - h, min(kk, n)) / math.comb(n, min(kk, n)) if n else 0.
+        out.append(r)
+    return out
+
+
+def extra_image(seg, img, regs, xray):
+    t0 = time.time(); segs = seg(img); dt = time.time() - t0
+    extra_image.segs = segs
+    if xray:
+        gb = np.array([b for _, b in regs], float).reshape(-1, 4)
+        I = box_iou(gb, np.asarray(segs.boxes, float).reshape(-1, 4))
+        return {'proposals': len(segs), 'seconds': dt}, [[round(float(v), 4) for v in row] for row in I]
+    I = mask_ious([segs.mask(i) for i in range(len(segs))], [m for _, m in regs])
+    return {'proposals': len(segs), 'seconds': dt}, [float(r.max(initial=0)) for r in I]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', default=str(SLAKE))
+    p.add_argument('--out', default=str(REPO / 'nbs' / 'cache' / 'segmenter_recall.json'))
+    p.add_argument('--images', default=None, help='comma-separated image folders (default: all of train + validate)')
+    p.add_argument('--extra', nargs='*', default=[], help='registered segmenter names measured beside the default')
+    p.add_argument('--device', default='cpu', help='torch device for LiteMedSAM (timings are only meaningful on one CPU thread)')
+    p.add_argument('--no-default', action='store_true', help='skip the default pipeline study (extras only)')
+    p.add_argument('--merge', nargs='*', default=[], help='only merge: the default study FILE, then extras-only runs, into --out')
+    a = p.parse_args(argv)
+    if a.merge:   # runs split over processes (e.g. the default and --no-default --extra NAME), joined into one file
+        out = json.loads(Path(a.merge[0]).read_text())
+        for f in a.merge[1:]: out['extras'].update(json.loads(Path(f).read_text())['extras'])
+        Path(a.out).write_text(json.dumps(out, default=float)); return 0
+    torch.set_num_threads(1); root = Path(a.data)
+    folders = image_folders(root); split_of = {f: s for f, (s, _) in folders.items()}; mod_of = {f: m for f, (_, m) in folders.items()}
+    if a.images: names = a.images.split(',')
+    else:   # modalities interleaved, so a run cut short still covers CT, MRI and X-ray alike
+        by = {}
+        for f, (_, m) in folders.items(): by.setdefault(m, []).append(f)
+        names = [f for grp in zip(*[iter(sorted(v, key=lambda f: int(f[5:])) + [None] * 99) for v in by.values()]) for f in grp if f]
+        names = list(dict.fromkeys(names))
+    lm = LiteMedSAM(device=a.device)
+    if a.extra: from a3tune.weak_labels import SEGMENTERS
+    extras = {n: SEGMENTERS[n](device=a.device) for n in a.extra}
+    from a3tune.weak_labels import MiniLMScorer
+    scorer = MiniLMScorer(device=a.device)
+    qa = [d for sp in ('train', 'validate') for d in json.loads((root / f'{sp}.json').read_text())]
+    out = {'data': 'SLAKE-mini train + validate', 'scorer': 'shipped MiniLM projection (fitted on train images)', 'images': [], 'regions': [], 'findings': [], 'questions': [],
+           'extras': {n: {'images': [], 'regions': [], 'findings': [], 'questions': []} for n in extras}}
+    for k, f in enumerate(names):
+        xray = mod_of[f] == 'X-Ray'; img = load_image(root / 'imgs' / f / 'source.jpg')
+        regs = gt_regions(root / 'imgs' / f, xray=xray)
+        base = {'image': f, 'split': split_of[f], 'modality': mod_of[f]}
+        labels = [l for l, _ in regs]
+        qs = [(d['question'], sorted(named_labels(d['question'], labels)) or                  # X-ray abnormality/position questions: any finding
+               (labels if xray and d['content_type'] in ('Abnormality', 'Position') else [])) for d in qa if Path(d['img_name']).parent.name == f]
+        qs = [(q, n) for q, n in qs if n]
+        if not a.no_default:
+            im, recs = study_image(lm, img, regs, xray)
+            out['images'].append({**base, 'size': list(img.shape[:2]), **im})
+            out['findings' if xray else 'regions'] += [{**base, **r} for r in recs]
+            out['questions'] += [{**base, **r} for r in question_hits(scorer, img, study_image.segs, regs, qs, xray)]
+        for n, seg in extras.items():
+            im, r = extra_image(seg, img, regs, xray)
+            out['extras'][n]['images'].append({**base, **im})
+            out['extras'][n]['questions'] += [{**base, **r} for r in question_hits(scorer, img, extra_image.segs, regs, qs, xray)]
+            if xray: out['extras'][n]['findings'] += [{**base, 'label': l, 'proposal_box_ious': row} for (l, _), row in zip(regs, r)]
+            else: out['extras'][n]['regions'] += [{**base, 'label': l, 'area': int(m.sum()), 'best_iou': v} for (l, m), v in zip(regs, r)]
+        print(f'{k + 1}/{len(names)} {f} {mod_of[f]}', flush=True)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, default=float))
+    return 0
+
+
+if __name__ == '__main__': sys.exit(main())
