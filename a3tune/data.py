@@ -18,7 +18,7 @@ from PIL import Image
 from .preliminaries import region_to_grid
 from .formats import sha256_file, read_detection, box_mask, named_labels, read_json, inside_root
 from .weak_labels import (load_image, ImageError, read_labels, patch_masks, rle_encode, LabelFileError,
-                                LABELS_FORMAT, LABELS_VERSION, settings_hash)
+                                settings_hash, write_labels)
 log = logging.getLogger('a3tune')
 
 # %% ../nbs/04a_data.ipynb #64965f33
@@ -273,8 +273,7 @@ def slake_gt_labels(recs:list, # SLAKE records (`slake_to_llava`)
                    )->Path:
     "Write SLAKE's detection boxes as an a3tune weak-label file (question-named boxes, else all, largest first)."
     settings = {'segmenter': {'name': 'slake_detection_boxes'}, 'scorer': {'name': 'label_named_in_qa'}, 'k': int(k)}
-    h, lines = settings_hash(settings), [{'format': LABELS_FORMAT, 'version': LABELS_VERSION, 'settings': settings}]
-    lines[0]['settings_hash'] = h
+    h, lines = settings_hash(settings), []
     for r in recs:
         p = image_path(image_root, r['image'], r['id'])
         with Image.open(p) as im: W, H = im.size
@@ -284,8 +283,7 @@ def slake_gt_labels(recs:list, # SLAKE records (`slake_to_llava`)
         segs = [{'rle': rle_encode(box_mask(b, (H, W))), 'box': list(b), 'score': 1.0, 'quality': 1.0, 'label': lab} for lab, b in boxes]
         lines.append({'id': r['id'], 'image': r['image'], 'image_sha256': sha256_file(p), 'prompt': question_answer(r)[0],
                       'size': [H, W], 'n_proposals': len(boxes), 'settings_hash': h, 'segments': segs})
-    Path(out).write_text('\n'.join(json.dumps(l) for l in lines) + '\n')
-    return Path(out)
+    return write_labels(out, settings, lines)
 
 # %% ../nbs/04a_data.ipynb #29b141e9
 class A3Dataset(torch.utils.data.Dataset):

@@ -19,7 +19,7 @@ from scipy import ndimage
 from transformers import LlavaForConditionalGeneration, AutoProcessor, get_cosine_schedule_with_warmup
 from .preliminaries import tiny_llava, set_threads
 from .weak_labels import (Felzenszwalb, Scorer, minilm_embed, train_projection, region_position, build_labels, read_samples,
-                                read_labels, rle_encode, rle_decode, mask_box, settings_hash, LABELS_FORMAT, LABELS_VERSION)
+                                read_labels, rle_encode, rle_decode, mask_box, settings_hash, write_labels)
 from .data import prompt_text
 
 # %% ../nbs/05c_phantom.ipynb #b34c8a8d
@@ -415,16 +415,14 @@ def write_gt_labels(items:list, # the phantom items of the set
                    )->Path:
     "A label file whose segments are each question's ground-truth regions."
     settings = {'segmenter': {'name': 'phantom_ground_truth'}, 'scorer': {'name': 'phantom_ground_truth'}, 'k': 0}
-    h, root, shas = settings_hash(settings), Path(json_path).parent, {}
-    lines = [dict(format=LABELS_FORMAT, version=LABELS_VERSION, settings=settings, settings_hash=h)]
+    h, root, shas, lines = settings_hash(settings), Path(json_path).parent, {}, []
     for it in items:
         img = f"images/{it['image_id']}.png"
         if img not in shas: shas[img] = hashlib.sha256((root/img).read_bytes()).hexdigest()
         ms = [m for m in (it['mask'] == it['labels'][n] for n in it['gt']) if m.any()]
         lines.append(dict(id=it['id'], image=img, image_sha256=shas[img], prompt=it['question'], size=list(it['mask'].shape),
                           n_proposals=len(ms), settings_hash=h, segments=[dict(rle=rle_encode(m), box=mask_box(m), score=1., quality=1.) for m in ms]))
-    Path(out).write_text(''.join(json.dumps(l) + '\n' for l in lines))
-    return Path(out)
+    return write_labels(out, settings, lines)
 
 # %% ../nbs/05c_phantom.ipynb #3b53bdaf
 def label_quality(items:list, # phantom items with ground truth
