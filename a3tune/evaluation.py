@@ -8,9 +8,9 @@ __all__ = ['VQA_METRICS', 'ATTN_METRICS', 'LEVELS', 'normalize_legacy', 'legacy_
            'score_item', 'bootstrap_ci', 'VQATable', 'vqa_table', 'register_attention_metric', 'minmax', 'coverage',
            'intensity', 'mass_in_gt', 'attention_metrics', 'attention_table', 'slake_items', 'gt_grid',
            'attention_maps', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention',
-           'compare_attention', 'load_items', 'load_eval_model', 'json_safe', 'head_budget', 'eval_split', 'evaluate',
-           'eval_cli', 'read_detection', 'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt',
-           'load_slake']
+           'compare_attention', 'load_items', 'load_eval_model', 'json_safe', 'head_budget', 'card_metrics',
+           'eval_split', 'evaluate', 'eval_cli', 'read_detection', 'box_mask', 'slake_regions', 'named_labels',
+           'SlakeGT', 'slake_gt', 'load_slake']
 
 # %% ../nbs/05b_evaluation.ipynb #2c5d6a67
 import json, re, math, inspect, warnings
@@ -25,7 +25,7 @@ from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .preliminaries import run_cli
 from fastcore.script import Param
 from .data import question_answer, load_data, image_path
-from .training import load_a3tune
+from .training import load_a3tune, write_model_card
 from .decoding import (strategy_options, vqa_prompt, vqa_inputs, open_image, a3_generation_context, STRATEGIES, strategy_help,
                              generate_answers, read_jsonl, RECORD_FIELDS)
 
@@ -457,6 +457,15 @@ def head_budget(model, # the evaluated model
     if R > n: warnings.warn(f"R={R} exceeds the model's {n} attention heads ({ad.num_layers} layers × {ad.num_heads}); using R={n}"); R = n
     return R
 
+# %% ../nbs/05b_evaluation.ipynb #c13ae0dc
+def card_metrics(res:dict)->dict:
+    "The scalar results of an `evaluate` run for an adapter's model card: overall closed / open per VQA metric, data file name."
+    out = dict(eval_data=Path(res['data']).name, eval_split=res['split'], strategy=res['strategy'], n=res['n'])
+    for k in VQA_METRICS:
+        r = next((r for r in res.get(k, []) if r['by'] == 'overall'), None)
+        if r: out.update({f'{k}_closed': round(r['closed'], 4), f'{k}_open': round(r['open'], 4)})
+    return json_safe(out)
+
 # %% ../nbs/05b_evaluation.ipynb #fcc9188a
 _STRATEGY = Param('decoding strategy', str, choices=STRATEGIES)
 
@@ -511,6 +520,7 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
         res['attention'] = attention_table(att, by=('content_type',), seed=seed)   # question-level rows first, then image-level
     if figures: _eval_figures(m, processor, items[:figures], data, o/'figures', R)
     (o/'metrics.json').write_text(json.dumps(json_safe(res), indent=1, allow_nan=False))
+    if adapter: write_model_card(adapter, metrics=card_metrics(res))   # the adapter's README.md records the run's results
     print('\n\n'.join(t._repr_markdown_() for t in tabs.values()))
     return res
 

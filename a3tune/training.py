@@ -815,6 +815,8 @@ def train_command(model:str, # base model: local directory or Hugging Face Hub i
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
     tr = train(base, processor, ds, cfg, out, resume, report_to=report_to)
     if tr.is_world_process_zero():
+        write_model_card(out, data=dict(data=Path(data).name, split=split, labels=Path(labels).name if labels else None,
+                                        samples=len(ds), labelled=len(ds) - ds.n_unlabelled))   # names only: no absolute path
         s = dict(out=str(out), steps=tr.state.global_step, samples=len(ds), labelled=len(ds) - ds.n_unlabelled,
                  train_loss=next((l['train_loss'] for l in tr.state.log_history if 'train_loss' in l), None),
                  files=sorted(os.listdir(out)))

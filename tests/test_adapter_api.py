@@ -143,6 +143,8 @@ def test_trained_folder_has_no_absolute_path(tmp_path, capsys):
     assert {'README.md', 'a3tune_config.json', 'adapter_config.json'} <= {f.name for f in texts}
     assert [f.name for f in texts if str(tmp_path) in f.read_text()] == []
     assert str(tmp_path).encode() not in (run/'training_args.bin').read_bytes()   # the pickled TrainingArguments too
+    card = (run/'README.md').read_text()
+    assert '| `data` | data.json |' in card and '| `labels` | labels.jsonl |' in card and '| `samples` |' in card   # the run's data, by name
     m = A3TuneModel.from_pretrained(None, run)
     assert type(m) is A3TuneModel
 

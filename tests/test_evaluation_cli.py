@@ -35,6 +35,8 @@ def test_eval_cli_with_adapter(trained, tmp_path, strategy):
     assert res['strategy'] == strategy and res['R'] == 3 and set(res['strategy_options']) >= ({'layers'} if strategy == 'dola' else {'num_beams'}) and res['legacy'][0]['n_open'] + res['legacy'][0]['n_closed'] == 4
     assert res['attention'][0]['n_mass_in_gt'] == 4 and res['attention'][0]['n_heads_mass_in_gt'] == 4
     assert [p.suffix for p in (tmp_path/'o/figures').iterdir()] == ['.png']
+    card = (trained/'adapter'/'README.md').read_text()   # the adapter's model card records the evaluation
+    assert f"| `strategy` | {strategy} |" in card and '| `eval_split` |' in card and '| `legacy_closed` |' in card and str(root) not in card
 
 def test_eval_cli_llava_json_beam(trained, tmp_path):
     rc = main(['eval', '--model', str(trained/'base'), '--adapter', str(trained/'adapter'), '--data', str(trained/'data.json'),
