@@ -288,12 +288,12 @@ def pretrain_phantom_base(steps:int=5000, # optimizer steps
                           seed:int=0, # seeds the model, the data and the batch order
                           n_eval:int=400, # held-out pre-training images for the report
                           log_every:int=250, # print progress every this many steps (0: never)
+                          vision_pos_std:float=.5, # `tiny_llava`'s position-embedding init (0.5: the per-token offset the first base used)
+                          patch_bias_std:float=0., # `tiny_llava`'s shared patch bias init
                          ):
     "Pre-train the phantom base from scratch; returns `(model, processor, report)`."
     set_threads(1); torch.manual_seed(seed)
-    model, proc = tiny_llava(seed, words=PHANTOM_WORDS, **BASE_ARGS)
-    emb = next(m for m in model.modules() if type(m).__name__ == 'CLIPVisionEmbeddings')
-    torch.nn.init.normal_(emb.position_embedding.weight, std=.5)   # a per-token offset so pre-LayerNorm keeps intensity
+    model, proc = tiny_llava(seed, words=PHANTOM_WORDS, vision_pos_std=vision_pos_std, patch_bias_std=patch_bias_std, **BASE_ARGS)
     train, test = make_phantom_set(n_images, seed, 'pretrain'), make_phantom_set(n_eval, seed + 1000, 'pretrain')
     toks = tokenize_phantom(train + test, proc)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=.01)
@@ -307,7 +307,7 @@ def pretrain_phantom_base(steps:int=5000, # optimizer steps
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.); opt.step(); sched.step(); opt.zero_grad()
         if log_every and step % log_every == 0: print(f"step {step:5d}  loss {loss.item():.3f}  {time.time()-t0:6.0f} s", flush=True)
     model.eval()
-    report = dict(steps=steps, n_images=n_images, bs=bs, lr=lr, warmup=warmup, seed=seed, n_eval=n_eval,
+    report = dict(steps=steps, vision_pos_std=vision_pos_std, patch_bias_std=patch_bias_std, n_images=n_images, bs=bs, lr=lr, warmup=warmup, seed=seed, n_eval=n_eval,
                   params=sum(p.numel() for p in model.parameters()), train_s=round(time.time() - t0, 1),
                   heldout_accuracy=phantom_accuracy(model, proc, test, toks=toks))
     return model, proc, report
