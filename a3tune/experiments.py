@@ -8,8 +8,9 @@ __all__ = ['SCORER_TEXTS', 'PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS
            'write_gt_labels', 'label_quality', 'phantom_config', 'finetune_phantom', 'phantom_forward',
            'evaluate_phantom', 'summarize', 'prepare_seed', 'subset_json', 'run_phantom', 'base_sha', 'run_grid',
            'aggregate', 'paired_delta', 'results_table', 'table_specs', 'ablation_specs', 'attention_figure',
-           'seed_models', 'slake_words', 'run_slake', 'run_slake_grid', 'demo_report', 'demo', 'demo_cli',
-           'grounding_data', 'grounding_tests', 'grounding_run', 'grounding_specs']
+           'seed_models', 'slake_words', 'run_slake', 'run_slake_grid', 'grounding_data', 'grounding_tests',
+           'grounding_run', 'grounding_specs', 'load_grounding', 'ci95', 'grounding_table', 'mass_auc', 'fixed_mass',
+           'demo_report', 'demo', 'demo_cli']
 
 # %% ../nbs/06_experiments.ipynb #9ec7c87b
 import argparse, hashlib, io, json, math, re, sys, time
@@ -387,6 +388,147 @@ def run_slake_grid(root, # SLAKE-mini folder
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
+# %% ../nbs/06_experiments.ipynb #de88b02f
+from .phantom import prior_shift, first_images, lookalike_set, pope_set, pope_scores, POPE_MODES
+
+# %% ../nbs/06_experiments.ipynb #fb6b3b19
+GROUNDING_VARIANTS = {'LoRA': dict(labels=None, cfg=LORA), 'A³Tune': dict(labels='weak', cfg={}),
+                      'A³Tune GT': dict(labels='gt', cfg={}), 'A³Tune λ=0': dict(labels='weak', cfg=dict(lam=0.))}
+GROUNDING = dict(n_train=400, n_test=200, steps=150, sizes=(25, 50, 100, 200, 400), balanced=200)   # images, images, optimiser steps
+
+def grounding_data(work, # working folder
+                   seed:int, # training seed (phantom seed 100 + seed)
+                   scorer:Scorer=None, # weak-label scorer (fitted when labels are missing and None)
+                   n_train:int=None, # images of the largest fine-tuning set (`GROUNDING['n_train']` when None)
+                   sizes=None, # nested few-label sets in images (`GROUNDING['sizes']` when None)
+                  )->dict: # split name -> JSON path, plus 'weak' and 'gt' label files
+    "Write (or reuse) a seed's `lesion_at` fine-tuning splits: `n{size}` (the first images) and `shift` (prior shift), with weak and GT labels."
+    n_train, sizes = n_train or GROUNDING['n_train'], sizes or GROUNDING['sizes']
+    d = Path(work)/f'grounding-train{seed}-{n_train}'; full = d/'phantom.json'
+    if not full.exists(): write_phantom_dataset(make_phantom_set(n_train, 100 + seed, qtypes=['lesion_at']), d)
+    weak, gt, items = d/'weak_k8.jsonl', d/'gt.jsonl', load_phantom_dataset(full)
+    if not weak.exists(): weak_label_file(full, weak, scorer or fit_phantom_scorer(), 8)
+    if not gt.exists(): write_gt_labels(items, full, gt)
+    recs, paths = json.loads(full.read_text()), dict(weak=weak, gt=gt)
+    for k, sel in [(f'n{n}', first_images(items, n)) for n in sizes] + [('shift', prior_shift(items, seed=seed))]:
+        ids, paths[k] = {it['id'] for it in sel}, d/f'{k}.json'
+        if not paths[k].exists(): paths[k].write_text(json.dumps([r for r in recs if r['id'] in ids], indent=1))
+    return paths
+
+def grounding_tests(names, # test sets wanted: 'iid', 'shifted', 'lookalike', 'pope_random', 'pope_popular', 'pope_adversarial'
+                    n_test:int=None, # test images, phantom seed 7777 (`GROUNDING['n_test']` when None)
+                    popular=POSITIONS, # slots by 'yes' frequency in the fine-tuning set (the popular POPE negatives)
+                   )->dict: # name -> items
+    "The grounding benchmark's test sets, all on the same test images."
+    n_test = n_test or GROUNDING['n_test']; iid = make_phantom_set(n_test, 7777, qtypes=['lesion_at'])
+    make = dict(iid=lambda: iid, shifted=lambda: prior_shift(iid, invert=True), lookalike=lambda: lookalike_set(n_test),
+                **{f'pope_{m}': (lambda m=m: pope_set(n_test, m, popular=popular)) for m in POPE_MODES})
+    return {n: make[n]() for n in names}
+
+# %% ../nbs/06_experiments.ipynb #8678e113
+def _scores(recs, pope=False):
+    "Accuracy, mass in GT and the per-question record (right or wrong, mass) of one test set."
+    ok = [r['prediction'] == r['reference'] for r in recs]
+    res = dict(acc=float(np.mean(ok)), mass=float(np.nanmean([r['mass_in_gt'] for r in recs])), n=len(recs),
+               ok=''.join('01'[o] for o in ok), masses=[None if math.isnan(r['mass_in_gt']) else round(r['mass_in_gt'], 4) for r in recs],
+               yes=''.join('01'[r['prediction'] == 'yes'] for r in recs))
+    return res | ({k: v for k, v in pope_scores([r['prediction'] for r in recs], [r['reference'] for r in recs]).items() if k != 'acc'} if pope else {})
+
+def grounding_run(split:str, # 'shift' or 'n{size}' (a key of `grounding_data`)
+                  variant:str, # a key of `GROUNDING_VARIANTS`
+                  seed:int, # training seed
+                  work, # working folder (data, labels, adapters)
+                  cache_dir, # results folder: one JSON per run, keyed by the base's hash (the grid resumes)
+                  base=None, # phantom base folder (the shipped one when None)
+                  scorer:Scorer=None, # weak-label scorer (fitted when needed and None)
+                  steps:int=None, # optimiser steps of every run, batch 16 (`GROUNDING['steps']` when None)
+                  n_train:int=None, n_test:int=None, # set sizes in images (`GROUNDING`'s when None; the cache key ignores them)
+                 )->dict:
+    "Fine-tune one variant on one split of one seed and score it on that split's test sets (cached)."
+    out = Path(cache_dir)/base_sha(base)/f"{split}-{variant}-{seed}.json".replace('³', '3').replace('λ', 'lambda').replace(' ', '_')
+    if out.exists(): return json.loads(out.read_text())
+    paths, v, t0 = grounding_data(work, seed, scorer, n_train), GROUNDING_VARIANTS[variant], time.time()
+    recs = json.loads(Path(paths[split]).read_text())
+    popular = sorted(POSITIONS, key=lambda p: -sum(r['conversations'][1]['value'] == 'yes' and r['conversations'][0]['value'].endswith(p) for r in recs))
+    names = (['shifted', 'iid', 'pope_popular'] if split == 'shift' else
+             ['iid', 'lookalike', *[f'pope_{m}' for m in POPE_MODES]] if split == f"n{GROUNDING['balanced']}" else ['iid'])
+    cfg = phantom_config(seed=seed, max_steps=steps or GROUNDING['steps'], **v['cfg'])
+    model, proc, tr = finetune_phantom(paths[split], paths[v['labels']] if v['labels'] else None, cfg,
+                                       Path(work)/'grounding-runs'/out.stem, base)
+    t1 = time.time()
+    res = dict(split=split, variant=variant, seed=seed, base_sha=base_sha(base), steps=tr.state.global_step, n_train_q=len(recs),
+               popular=popular, train_s=round(t1 - t0, 1))
+    for n, items in grounding_tests(names, n_test, popular).items(): res[n] = _scores(evaluate_phantom(model, proc, items, R=cfg.R), n.startswith('pope'))
+    res['eval_s'] = round(time.time() - t1, 1)
+    out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res))
+    return res
+
+def grounding_specs(seeds=SEEDS, # training seeds
+                    parts=('shift', 'balanced', 'few'), # which parts, in this order
+                   )->list: # (split, variant, seed)
+    "The grid in priority order: prior shift and the balanced split (4 variants), then the few-label curve (LoRA, A³Tune)."
+    b, out = f"n{GROUNDING['balanced']}", []
+    for part in parts:
+        if part in ('shift', 'balanced'): out += [('shift' if part == 'shift' else b, v, s) for s in seeds for v in GROUNDING_VARIANTS]
+        else: out += [(f'n{n}', v, s) for n in GROUNDING['sizes'] if f'n{n}' != b for s in seeds for v in ('LoRA', 'A³Tune')]
+    return out
+
+# %% ../nbs/06_experiments.ipynb #4415aac3
+def load_grounding(cache_dir, # the grid's results folder
+                   base=None, # phantom base folder (the shipped one when None): only its runs are read
+                  )->list:
+    "Every cached grounding run of the base."
+    return [json.loads(p.read_text()) for p in sorted((Path(cache_dir)/base_sha(base)).glob('*.json'))]
+
+def ci95(xs)->tuple:
+    "Mean, half-width of its 95 % t interval, and count."
+    from scipy.stats import t
+    xs = np.asarray(xs, float); n = len(xs)
+    return float(xs.mean()), float(t.ppf(.975, n - 1) * xs.std(ddof=1) / np.sqrt(n)) if n > 1 else math.nan, n
+
+def _cell(runs, split, variant, test, metric):
+    return {r['seed']: r[test][metric] for r in runs if r['split'] == split and r['variant'] == variant and test in r}
+
+def grounding_table(runs:list, # from `load_grounding`
+                    rows:list, # (split, test set, metric) per row
+                    variants=tuple(GROUNDING_VARIANTS), # columns
+                    ref:str='LoRA', # paired differences against this variant
+                   )->str:
+    "Markdown: mean ± 95 % t interval over seeds per variant, and the paired difference against `ref` (seeds with both runs)."
+    f = lambda m, h, n: f"{m:.3f} ± {h:.3f} ({n})" if n > 1 else (f"{m:.3f} (1)" if n else '–')
+    others = [v for v in variants if v != ref]
+    out = ['| split | test | metric | ' + ' | '.join(variants) + ' | ' + ' | '.join(f'Δ {v} − {ref}' for v in others) + ' |',
+           '|---' * (3 + len(variants) + len(others)) + '|']
+    for split, test, metric in rows:
+        cells = {v: _cell(runs, split, v, test, metric) for v in variants}
+        line = [f(*ci95(list(cells[v].values()))) if cells[v] else '–' for v in variants]
+        line += [f(*ci95([cells[v][s] - cells[ref][s] for s in cells[v] if s in cells[ref]])) if set(cells[v]) & set(cells[ref]) else '–' for v in others]
+        out.append(f"| {split} | {test} | {metric} | " + ' | '.join(line) + ' |')
+    return '\n'.join(out)
+
+# %% ../nbs/06_experiments.ipynb #d2c4c782
+def mass_auc(run:dict, # a cached run
+             test:str, # one of its test sets
+            )->float:
+    "Probability that a question answered right has more mass in its region than one answered wrong (questions with a region)."
+    ok, m = run[test]['ok'], run[test]['masses']
+    r = np.array([x for x, o in zip(m, ok) if x is not None and o == '1']); w = np.array([x for x, o in zip(m, ok) if x is not None and o == '0'])
+    if not len(r) or not len(w): return math.nan
+    return float(((r[:, None] > w[None]).mean() + .5 * (r[:, None] == w[None]).mean()))
+
+def fixed_mass(runs:list, split:str, test:str, variant:str='A³Tune', ref:str='LoRA')->dict:
+    "Per seed: questions `variant` fixes / breaks against `ref` (same seed, same question) and the mean change of their mass in the region."
+    out = {}
+    for a in [r for r in runs if r['split'] == split and r['variant'] == variant and test in r]:
+        b = next((r for r in runs if r['split'] == split and r['variant'] == ref and r['seed'] == a['seed']), None)
+        if b is None: continue
+        qs = [(oa, ob, ma - mb) for oa, ob, ma, mb in zip(a[test]['ok'], b[test]['ok'], a[test]['masses'], b[test]['masses']) if ma is not None and mb is not None]
+        grp = lambda c: [d for oa, ob, d in qs if c(oa, ob)]
+        out[a['seed']] = {k: (len(g), float(np.mean(g)) if g else math.nan) for k, g in
+                          [('fixed', grp(lambda x, y: x == '1' and y == '0')), ('broken', grp(lambda x, y: x == '0' and y == '1')),
+                           ('same', grp(lambda x, y: x == y))]}
+    return out
+
 # %% ../nbs/06_experiments.ipynb #0df1e708
 def _figures(out, results, items, base, work, n):
     import matplotlib.pyplot as plt
@@ -443,10 +585,14 @@ def demo(out='a3tune-demo', # output folder
     paths = prepare_seed(work, seeds[0], scorer, n_train, n_test)
     quality = label_quality(load_phantom_dataset(paths['train']), paths['weak'], k=4)
     bar.set_postfix_str('figures'); figs = _figures(out, results, load_phantom_dataset(paths['test']), base, work, n_figures); bar.update()
-    (out/'results.md').write_text(results_table(results, ref='LoRA') + '\n')
+    shift = [grounding_run('shift', v, s, work, out/'grounding', base, scorer, max_steps if max_steps > 0 else None, n_train, n_test)
+             for s in seeds for v in ('LoRA', 'A³Tune')]   # the grounding benchmark's prior-shift split (06: "The grounding benchmark")
+    shift_md = grounding_table(shift, [('shift', 'shifted', 'acc'), ('shift', 'iid', 'acc'), ('shift', 'shifted', 'mass')], ('LoRA', 'A³Tune'))
+    print(f"Prior shift (fine-tuned on skewed `lesion_at` answers, tested on the inverted skew):\n{shift_md}\n")
+    (out/'results.md').write_text(results_table(results, ref='LoRA') + '\n\n' + shift_md + '\n')
     wall = time.time() - t0
     (out/'report.md').write_text(demo_report(results, quality, settings, figs, wall)); bar.update(); bar.close()
-    res = dict(results=results, quality=quality, settings=settings, figures=[str(p) for p in figs], wall_s=round(wall, 1))
+    res = dict(results=results, prior_shift=shift, quality=quality, settings=settings, figures=[str(p) for p in figs], wall_s=round(wall, 1))
     (out/'summary.json').write_text(json.dumps(res, indent=1))
     return res
 
@@ -469,87 +615,3 @@ def demo_cli(argv:list=None, # arguments after `a3tune demo`
     print(results_table(res['results'], ref='LoRA'))
     print(f"\nwall time {res['wall_s']:.0f} s; report: {Path(a.out)/'report.md'}")
     return 0
-
-# %% ../nbs/06_experiments.ipynb #de88b02f
-from .phantom import prior_shift, first_images, lookalike_set, pope_set, pope_scores, POPE_MODES
-
-# %% ../nbs/06_experiments.ipynb #fb6b3b19
-GROUNDING_VARIANTS = {'LoRA': dict(labels=None, cfg=LORA), 'A³Tune': dict(labels='weak', cfg={}),
-                      'A³Tune GT': dict(labels='gt', cfg={}), 'A³Tune λ=0': dict(labels='weak', cfg=dict(lam=0.))}
-GROUNDING = dict(n_train=400, n_test=200, steps=150, sizes=(25, 50, 100, 200, 400), balanced=200)   # images, images, optimiser steps
-
-def grounding_data(work, # working folder
-                   seed:int, # training seed (phantom seed 100 + seed)
-                   scorer:Scorer=None, # weak-label scorer (fitted when labels are missing and None)
-                   n_train:int=None, # images of the largest fine-tuning set (`GROUNDING['n_train']` when None)
-                   sizes=None, # nested few-label sets in images (`GROUNDING['sizes']` when None)
-                  )->dict: # split name -> JSON path, plus 'weak' and 'gt' label files
-    "Write (or reuse) a seed's `lesion_at` fine-tuning splits: `n{size}` (the first images) and `shift` (prior shift), with weak and GT labels."
-    n_train, sizes = n_train or GROUNDING['n_train'], sizes or GROUNDING['sizes']
-    d = Path(work)/f'grounding-train{seed}-{n_train}'; full = d/'phantom.json'
-    if not full.exists(): write_phantom_dataset(make_phantom_set(n_train, 100 + seed, qtypes=['lesion_at']), d)
-    weak, gt, items = d/'weak_k8.jsonl', d/'gt.jsonl', load_phantom_dataset(full)
-    if not weak.exists(): weak_label_file(full, weak, scorer or fit_phantom_scorer(), 8)
-    if not gt.exists(): write_gt_labels(items, full, gt)
-    recs, paths = json.loads(full.read_text()), dict(weak=weak, gt=gt)
-    for k, sel in [(f'n{n}', first_images(items, n)) for n in sizes] + [('shift', prior_shift(items, seed=seed))]:
-        ids, paths[k] = {it['id'] for it in sel}, d/f'{k}.json'
-        if not paths[k].exists(): paths[k].write_text(json.dumps([r for r in recs if r['id'] in ids], indent=1))
-    return paths
-
-def grounding_tests(names, # test sets wanted: 'iid', 'shifted', 'lookalike', 'pope_random', 'pope_popular', 'pope_adversarial'
-                    n_test:int=None, # test images, phantom seed 7777 (`GROUNDING['n_test']` when None)
-                    popular=POSITIONS, # slots by 'yes' frequency in the fine-tuning set (the popular POPE negatives)
-                   )->dict: # name -> items
-    "The grounding benchmark's test sets, all on the same test images."
-    n_test = n_test or GROUNDING['n_test']; iid = make_phantom_set(n_test, 7777, qtypes=['lesion_at'])
-    make = dict(iid=lambda: iid, shifted=lambda: prior_shift(iid, invert=True), lookalike=lambda: lookalike_set(n_test),
-                **{f'pope_{m}': (lambda m=m: pope_set(n_test, m, popular=popular)) for m in POPE_MODES})
-    return {n: make[n]() for n in names}
-
-# %% ../nbs/06_experiments.ipynb #8678e113
-def _scores(recs, pope=False):
-    "Accuracy, mass in GT and the per-question record (right or wrong, mass) of one test set."
-    ok = [r['prediction'] == r['reference'] for r in recs]
-    res = dict(acc=float(np.mean(ok)), mass=float(np.nanmean([r['mass_in_gt'] for r in recs])), n=len(recs),
-               ok=''.join('01'[o] for o in ok), masses=[None if math.isnan(r['mass_in_gt']) else round(r['mass_in_gt'], 4) for r in recs],
-               yes=''.join('01'[r['prediction'] == 'yes'] for r in recs))
-    return res | ({k: v for k, v in pope_scores([r['prediction'] for r in recs], [r['reference'] for r in recs]).items() if k != 'acc'} if pope else {})
-
-def grounding_run(split:str, # 'shift' or 'n{size}' (a key of `grounding_data`)
-                  variant:str, # a key of `GROUNDING_VARIANTS`
-                  seed:int, # training seed
-                  work, # working folder (data, labels, adapters)
-                  cache_dir, # results folder: one JSON per run, keyed by the base's hash (the grid resumes)
-                  base=None, # phantom base folder (the shipped one when None)
-                  scorer:Scorer=None, # weak-label scorer (fitted when needed and None)
-                  steps:int=None, # optimiser steps of every run, batch 16 (`GROUNDING['steps']` when None)
-                 )->dict:
-    "Fine-tune one variant on one split of one seed and score it on that split's test sets (cached)."
-    out = Path(cache_dir)/base_sha(base)/f"{split}-{variant}-{seed}.json".replace('³', '3').replace('λ', 'lambda').replace(' ', '_')
-    if out.exists(): return json.loads(out.read_text())
-    paths, v, t0 = grounding_data(work, seed, scorer), GROUNDING_VARIANTS[variant], time.time()
-    recs = json.loads(Path(paths[split]).read_text())
-    popular = sorted(POSITIONS, key=lambda p: -sum(r['conversations'][1]['value'] == 'yes' and r['conversations'][0]['value'].endswith(p) for r in recs))
-    names = (['shifted', 'iid', 'pope_popular'] if split == 'shift' else
-             ['iid', 'lookalike', *[f'pope_{m}' for m in POPE_MODES]] if split == f"n{GROUNDING['balanced']}" else ['iid'])
-    cfg = phantom_config(seed=seed, max_steps=steps or GROUNDING['steps'], **v['cfg'])
-    model, proc, tr = finetune_phantom(paths[split], paths[v['labels']] if v['labels'] else None, cfg,
-                                       Path(work)/'grounding-runs'/out.stem, base)
-    t1 = time.time()
-    res = dict(split=split, variant=variant, seed=seed, base_sha=base_sha(base), steps=tr.state.global_step, n_train_q=len(recs),
-               popular=popular, train_s=round(t1 - t0, 1))
-    for n, items in grounding_tests(names, popular=popular).items(): res[n] = _scores(evaluate_phantom(model, proc, items, R=cfg.R), n.startswith('pope'))
-    res['eval_s'] = round(time.time() - t1, 1)
-    out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res))
-    return res
-
-def grounding_specs(seeds=SEEDS, # training seeds
-                    parts=('shift', 'balanced', 'few'), # which parts, in this order
-                   )->list: # (split, variant, seed)
-    "The grid in priority order: prior shift and the balanced split (4 variants), then the few-label curve (LoRA, A³Tune)."
-    b, out = f"n{GROUNDING['balanced']}", []
-    for part in parts:
-        if part in ('shift', 'balanced'): out += [('shift' if part == 'shift' else b, v, s) for s in seeds for v in GROUNDING_VARIANTS]
-        else: out += [(f'n{n}', v, s) for n in GROUNDING['sizes'] if f'n{n}' != b for s in seeds for v in ('LoRA', 'A³Tune')]
-    return out
