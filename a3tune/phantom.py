@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['ORGANS', 'POSITIONS', 'SLOTS', 'KINDS', 'PHANTOM_WORDS', 'BASE_ARGS', 'PHANTOM_BASE', 'SCORER_TEXTS',
-           'render_phantom', 'downstream_questions', 'pretrain_questions', 'make_phantom_set', 'phantom_gt',
-           'show_phantoms', 'phantom_image', 'write_phantom_dataset', 'load_phantom_dataset', 'phantom_prompt',
-           'tokenize_phantom', 'collate_phantom', 'phantom_accuracy', 'pretrain_phantom_base', 'save_phantom_base',
-           'load_phantom_base', 'phantom_segmenter', 'phantom_features', 'PhantomScorer', 'fit_phantom_scorer',
-           'weak_label_file', 'write_gt_labels', 'label_quality']
+           'PRIOR_FAVOURED', 'LOOKALIKE_SPOTS', 'POPE_MODES', 'render_phantom', 'downstream_questions',
+           'pretrain_questions', 'make_phantom_set', 'phantom_gt', 'show_phantoms', 'phantom_image',
+           'write_phantom_dataset', 'load_phantom_dataset', 'phantom_prompt', 'tokenize_phantom', 'collate_phantom',
+           'phantom_accuracy', 'pretrain_phantom_base', 'save_phantom_base', 'load_phantom_base', 'phantom_segmenter',
+           'phantom_features', 'PhantomScorer', 'fit_phantom_scorer', 'weak_label_file', 'write_gt_labels',
+           'label_quality', 'prior_shift', 'first_images', 'lookalike_set', 'pope_set', 'pope_scores']
 
 # %% ../nbs/05c_phantom.ipynb #2df9c51a
 import json, time, hashlib, importlib.resources, numpy as np, torch, torch.nn as nn, torch.nn.functional as F
@@ -293,12 +294,12 @@ def pretrain_phantom_base(steps:int=5000, # optimizer steps
                           seed:int=0, # seeds the model, the data and the batch order
                           n_eval:int=400, # held-out pre-training images for the report
                           log_every:int=250, # print progress every this many steps (0: never)
+                          vision_pos_std:float=.5, # `tiny_llava`'s position-embedding init (0.5: the per-token offset the first base used)
+                          patch_bias_std:float=0., # `tiny_llava`'s shared patch bias init
                          ):
     "Pre-train the phantom base from scratch; returns `(model, processor, report)`."
     set_threads(1); torch.manual_seed(seed)
-    model, proc = tiny_llava(seed, words=PHANTOM_WORDS, **BASE_ARGS)
-    emb = next(m for m in model.modules() if type(m).__name__ == 'CLIPVisionEmbeddings')
-    torch.nn.init.normal_(emb.position_embedding.weight, std=.5)   # a per-token offset so pre-LayerNorm keeps intensity
+    model, proc = tiny_llava(seed, words=PHANTOM_WORDS, vision_pos_std=vision_pos_std, patch_bias_std=patch_bias_std, **BASE_ARGS)
     train, test = make_phantom_set(n_images, seed, 'pretrain'), make_phantom_set(n_eval, seed + 1000, 'pretrain')
     toks = tokenize_phantom(train + test, proc)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=.01)
@@ -312,7 +313,7 @@ def pretrain_phantom_base(steps:int=5000, # optimizer steps
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.); opt.step(); sched.step(); opt.zero_grad()
         if log_every and step % log_every == 0: print(f"step {step:5d}  loss {loss.item():.3f}  {time.time()-t0:6.0f} s", flush=True)
     model.eval()
-    report = dict(steps=steps, n_images=n_images, bs=bs, lr=lr, warmup=warmup, seed=seed, n_eval=n_eval,
+    report = dict(steps=steps, vision_pos_std=vision_pos_std, patch_bias_std=patch_bias_std, n_images=n_images, bs=bs, lr=lr, warmup=warmup, seed=seed, n_eval=n_eval,
                   params=sum(p.numel() for p in model.parameters()), train_s=round(time.time() - t0, 1),
                   heldout_accuracy=phantom_accuracy(model, proc, test, toks=toks))
     return model, proc, report
@@ -437,3 +438,100 @@ def label_quality(items:list, # phantom items with ground truth
         ok = [any((m & g).sum() / max((m | g).sum(), 1) >= .5 for g in gts) for m in (rle_decode(s['rle']) for s in r['segments'][:k])]
         res.setdefault(it['qtype'], []).append((ok[:1] == [True], any(ok)))
     return {q: dict(top1=float(np.mean([a for a, _ in v])), topk=float(np.mean([b for _, b in v])), n=len(v)) for q, v in sorted(res.items())}
+
+# %% ../nbs/05c_phantom.ipynb #7e1c9db9
+PRIOR_FAVOURED = {f"is there a lesion in the {p}": a for p, a in zip(POSITIONS, ('yes', 'yes', 'no', 'no'))}   # top, right → yes; bottom, left → no
+
+def prior_shift(items:list, # closed items, e.g. `make_phantom_set(..., qtypes=['lesion_at'])`
+                favoured:dict=PRIOR_FAVOURED, # question -> its favoured answer (other questions are dropped)
+                keep:float=.1, # share kept of the items whose answer is not favoured
+                seed:int=0, # seed of which of those are kept
+                invert:bool=False, # favour the other answer (the shifted test split)
+               )->list:
+    "A VQA-CP-style split: every item whose answer is its question's favoured one, and a `keep` share of the rest."
+    rng, out = np.random.default_rng([seed, 31]), []
+    for it in items:
+        if it['question'] not in favoured: continue
+        fav = (it['answer'] == favoured[it['question']]) != invert
+        if rng.random() < (1. if fav else keep): out.append(it)
+    return out
+
+def first_images(items:list, # items of a prefix-stable set (`make_phantom_set`)
+                 n:int, # images to keep
+                )->list:
+    "The items of the first `n` distinct images: a smaller fine-tuning set nested in the larger one."
+    keep = set(list(dict.fromkeys(it['image_id'] for it in items))[:n])
+    return [it for it in items if it['image_id'] in keep]
+
+# %% ../nbs/05c_phantom.ipynb #7d6d1c45
+def _scenes(n_images, seed, size=48):
+    "Downstream scenes as `make_phantom_set` draws them: (index, image id, spec, image, label map, labels, scene rng)."
+    for i in range(n_images):
+        rng = np.random.default_rng([seed, KINDS['downstream'], i])
+        spec = _scene(rng, 'downstream', size)
+        yield (i, f"phantom-downstream-{seed}-{i:05d}", spec, *render_phantom(spec, size, rng), rng)
+
+def _lesion_at(iid, img, lab, labels, o, pos, tag):
+    "A `lesion_at` item about slot `pos`, where `o` is the organ in that slot (None: an empty slot)."
+    return dict(id=f"{iid}-{tag}-{pos}", image_id=iid, image=img, mask=lab, labels=labels, question=f"is there a lesion in the {pos}",
+                answer='yes' if o and o['lesion'] else 'no', answer_type='CLOSED', content_type='Abnormality', qtype='lesion_at',
+                gt=_organ_gt(o) if o else [])
+
+def _paint_lookalike(img, lab, labels, size, rng):
+    "Paint a bright, lesion-sized spot outside every organ: (image, label map, labels), or None without room."
+    r = rng.uniform(.085, .1)*size
+    for k in rng.permutation(len(LOOKALIKE_SPOTS)):
+        cx, cy = (np.array(LOOKALIKE_SPOTS[k]) + rng.uniform(-.03, .03, 2))*size
+        if (_ellipse(size, cx, cy, r + 1, r + 1, 0.)[0] & (lab > 0)).any(): continue   # the spot and a 1 px margin touch no organ
+        m, img, lab = _ellipse(size, cx, cy, r, r, 0.)[0], img.copy(), lab.copy()
+        img[m] = (np.clip(rng.uniform(.94, 1.) + rng.normal(0, .04, m.sum()), 0, 1)*255).round()
+        lab[m] = len(labels) + 1
+        return img, lab, labels | {'lookalike': len(labels) + 1}
+    return None
+
+LOOKALIKE_SPOTS = ((.5, .5), (.22, .22), (.78, .22), (.78, .78), (.22, .78))   # candidate centres (x, y): the middle and the corners between the slots
+
+def lookalike_set(n_images:int, # scenes drawn (images without room for a spot are skipped)
+                  seed:int=7777, # the scenes' seed (the same images as `make_phantom_set(n_images, seed)`)
+                  size:int=48, # image side in pixels
+                 )->list: # `lesion_at` items
+    "The `lesion_at` questions of a downstream set, each image given a lesion look-alike outside every organ."
+    items = []
+    for i, iid, spec, img, lab, labels, rng in _scenes(n_images, seed, size):
+        qs = [q for q in downstream_questions(spec, rng) if q[0] == 'lesion_at']   # the same questions as `make_phantom_set`
+        if (la := _paint_lookalike(img, lab, labels, size, np.random.default_rng([seed, 41, i]))) is None: continue
+        at = {o['position']: o for o in spec}
+        items += [_lesion_at(iid, *la, at[q[1].split()[-1]], q[1].split()[-1], 'lookalike') for q in qs]
+    return items
+
+# %% ../nbs/05c_phantom.ipynb #e520c932
+POPE_MODES = ('random', 'popular', 'adversarial')
+
+def pope_set(n_images:int, # scenes drawn
+             mode:str='random', # how the lesion-free slot is chosen: one of `POPE_MODES`
+             seed:int=7777, # the scenes' seed
+             popular=POSITIONS, # slots from most to least often 'yes' in the fine-tuning set ('popular' mode)
+             size:int=48, # image side in pixels
+            )->list: # `lesion_at` items, half yes
+    "POPE-style lesion existence probe: each lesion's slot (yes) paired with a lesion-free slot (no) chosen by `mode`."
+    if mode not in POPE_MODES: raise ValueError(f"pope_set: mode={mode!r}; use one of {POPE_MODES}")
+    items = []
+    for i, iid, spec, img, lab, labels, _ in _scenes(n_images, seed, size):
+        at, pick = {o['position']: o for o in spec}, np.random.default_rng([seed, 53, i])
+        sick = [p for p in POSITIONS if p in at and at[p]['lesion']]
+        free = [p for p in POSITIONS if p not in sick]
+        for k, p in enumerate(sick):
+            if mode == 'random': n = free[pick.integers(len(free))]
+            elif mode == 'popular': n = min(free, key=list(popular).index)
+            else:   # the healthy organ nearest the lesion's organ: where attention spilling from the finding lands
+                n = min([q for q in free if q in at] or free, key=lambda q: np.hypot(at[q]['cx'] - at[p]['cx'], at[q]['cy'] - at[p]['cy']) if q in at else 0)
+            if len(free) > 1: free.remove(n)   # a second lesion gets another negative slot
+            items += [_lesion_at(iid, img, lab, labels, at[p], p, f'pope{k}'), _lesion_at(iid, img, lab, labels, at.get(n), n, f'pope{k}')]
+    return items
+
+def pope_scores(predictions:list, references:list)->dict:
+    "Accuracy, F1 of 'yes' and the yes-rate of closed answers (POPE's metrics)."
+    p, r = np.array([x == 'yes' for x in predictions]), np.array([x == 'yes' for x in references])
+    tp, prec_d, rec_d = (p & r).sum(), p.sum(), r.sum()
+    f1 = 2*tp / (prec_d + rec_d) if prec_d + rec_d else 0.
+    return dict(acc=float(np.mean([a == b for a, b in zip(predictions, references)])), f1=float(f1), yes_rate=float(p.mean()), n=len(p))

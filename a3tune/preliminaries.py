@@ -121,6 +121,8 @@ def tiny_llava(seed:int=0, # seed of the random weights
                vision_layers:int=1, # vision-tower depth
                words=(), # extra vocabulary words
                image_processor:str='crop', # preprocessing family, see `tiny_image_processor`
+               vision_pos_std:float=None, # init std of the vision position embeddings (CLIP's 0.02 when None)
+               patch_bias_std:float=0., # init std of an offset shared by every patch token: the bias CLIP's patch embedding lacks (0: none)
                **overrides # extra `LlavaConfig` fields
               ):
     "A randomly initialised, offline `LlavaForConditionalGeneration` and its `LlavaProcessor`: `(model, processor)`."
@@ -137,6 +139,10 @@ def tiny_llava(seed:int=0, # seed of the random weights
     cfg.pad_token_id = tok.pad_token_id
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg).eval()
+    pos = next(m for m in model.modules() if type(m).__name__ == 'CLIPVisionEmbeddings').position_embedding.weight   # [1 + patches, vision_hidden]
+    with torch.no_grad():
+        if vision_pos_std is not None: torch.nn.init.normal_(pos, std=vision_pos_std)
+        if patch_bias_std: pos[1:] += torch.randn(vision_hidden) * patch_bias_std   # same vector on every patch: a learnable bias that save/load keeps
     model.set_attn_implementation('sdpa')
     proc = LlavaProcessor(image_processor=tiny_image_processor(image_processor, image_size), tokenizer=tok,
                           patch_size=patch_size, vision_feature_select_strategy='default', num_additional_image_tokens=1,

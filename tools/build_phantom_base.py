@@ -20,9 +20,12 @@ def main(argv=None):
     p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate')
     p.add_argument('--n-eval', type=int, default=400, help='held-out images for the report')
     p.add_argument('--seed', type=int, default=0, help='seed of the model, data and batch order')
+    p.add_argument('--vision-pos-std', type=float, default=.5, help="tiny_llava's vision position-embedding init std")
+    p.add_argument('--patch-bias-std', type=float, default=0., help="tiny_llava's shared patch-bias init std (0: none)")
     p.add_argument('--out', default=str(PHANTOM_BASE), help='checkpoint folder')
     a = p.parse_args(argv)
-    model, proc, report = pretrain_phantom_base(steps=a.steps, n_images=a.n_images, bs=a.bs, lr=a.lr, seed=a.seed, n_eval=a.n_eval)
+    model, proc, report = pretrain_phantom_base(steps=a.steps, n_images=a.n_images, bs=a.bs, lr=a.lr, seed=a.seed, n_eval=a.n_eval,
+                                                 vision_pos_std=a.vision_pos_std, patch_bias_std=a.patch_bias_std)
     out = save_phantom_base(model, proc, report, a.out)
     print(f"\nheld-out accuracy ({report['n_eval']} pre-training images never seen in training):")
     for k, v in report['heldout_accuracy'].items(): print(f"  {k:<15}{v:.3f}")
