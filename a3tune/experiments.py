@@ -255,11 +255,12 @@ def run_slake(root, # SLAKE-mini folder (train.json, validate.json, imgs/)
               cfg:A3TuneConfig, # the configuration
               out, # adapter folder
               image_size:int=64, # tiny_llava input side (patch 8)
+              fit:bool=True, # False: measure the untrained random base (the 'base' row)
              )->dict:
     "Train a random-init tiny LLaVA on SLAKE-mini train and measure its attention on validate."
     root = Path(root); model, proc = tiny_llava(cfg.seed, image_size=image_size, patch_size=8, hidden_size=64, words=slake_words(root))
     t0 = time.time()
-    if cfg.max_steps != 0:
+    if fit:
         recs, imgs = load_data(root/'train.json')
         ds = A3Dataset(recs, imgs, join_labels(recs, labels, imgs) if labels else None)
         model = train(model, proc, ds, cfg, out, disable_tqdm=True, log_level='error').model
@@ -280,9 +281,8 @@ def run_slake_grid(root, # SLAKE-mini folder
     cache = Path(cache); done = json.loads(cache.read_text()) if cache.exists() else []
     specs = [dict(name=n, seed=s) for s in seeds for n in ('base', 'LoRA', 'A³Tune')]
     for s in tqdm([s for s in specs if _key(s) not in {_key(r) for r in done}], desc='SLAKE-mini runs', disable=not progress):
-        kw = dict(base=dict(max_steps=0, **LORA), LoRA=LORA, **{'A³Tune': {}})[s['name']]
-        cfg = phantom_config(seed=s['seed'], epochs=epochs, **kw)
-        r = run_slake(root, labels if s['name'] == 'A³Tune' else None, cfg, _run_dir(work, s))[0]
+        cfg = phantom_config(seed=s['seed'], epochs=epochs, **({} if s['name'] == 'A³Tune' else LORA))
+        r = run_slake(root, labels if s['name'] == 'A³Tune' else None, cfg, _run_dir(work, s), fit=s['name'] != 'base')[0]
         done.append(dict(s, **r)); cache.parent.mkdir(parents=True, exist_ok=True); cache.write_text(json.dumps(done, indent=1))
     return done
 
