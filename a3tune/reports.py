@@ -7,7 +7,8 @@ __all__ = ['REPORT_PROMPT', 'SPLITS', 'VIEWS', 'REPORT_METRICS', 'BERTSCORE_MODE
            'PAPER_METRICS', 'PHANTOM_REPORT_PROMPT', 'LABEL_SOURCES', 'read_r2gen', 'clean_report', 'n_words',
            'r2gen_to_llava', 'prepare_reports', 'MissingExtra', 'register_report_metric', 'bleu', 'sacre_bleu',
            'rouge_l', 'rouge_l_coco', 'meteor', 'bertscore', 'clinical_scorer', 'chexbert', 'radgraph', 'ratescore',
-           'report_metrics', 'phantom_report', 'make_phantom_reports', 'report_label_text']
+           'report_metrics', 'phantom_report', 'make_phantom_reports', 'report_label_text', 'report_intervals',
+           'evaluate_reports', 'report_eval_cli']
 
 # %% ../nbs/05d_reports.ipynb #0005d002
 import re, shutil, inspect, importlib, numpy as np
@@ -15,6 +16,11 @@ from pathlib import Path
 from .formats import read_json
 from .data import llava_record, write_llava_json, question_answer
 from .phantom import _scene, render_phantom, _organ_gt, POSITIONS
+from .preliminaries import run_cli
+from .decoding import STRATEGIES, strategy_options, generate_answers
+from .evaluation import load_items, load_eval_model, json_safe
+from fastcore.script import Param
+import json
 
 # %% ../nbs/05d_reports.ipynb #0005d006
 REPORT_PROMPT = "Describe the findings of the chest X-ray."   # the generic instruction of a report record
@@ -111,6 +117,8 @@ def prepare_reports(path, # an R2Gen-style `annotation.json`
 class MissingExtra(OSError):
     "A metric's optional package, weights or runtime is missing."
 
+_SCORERS = {}   # scorers that are slow to build (JVM, BERT models), built once per process
+
 REPORT_METRICS = {}
 
 def register_report_metric(name:str): # the metric's key (CLI and config choices read the registry)
@@ -163,9 +171,8 @@ def meteor(preds:list, refs:list, **opts)->dict:
     "METEOR by pycocoevalcap's METEOR 1.5 jar (corpus aggregate)."
     M = _need('pycocoevalcap.meteor.meteor', 'pycocoevalcap').Meteor
     _java()
-    m = M()
-    try: s, _ = m.compute_score(*_coco(preds, refs))
-    finally: del m   # its __del__ ends the JVM
+    if 'meteor' not in _SCORERS: _SCORERS['meteor'] = M()   # one JVM per process; its __del__ ends it
+    s, _ = _SCORERS['meteor'].compute_score(*_coco(preds, refs))
     return {'METEOR': 100*float(s)}
 
 # %% ../nbs/05d_reports.ipynb #0005d021
@@ -192,15 +199,14 @@ def bertscore(preds:list, refs:list,
               bertscore_layers:int|None=None, # the layer to use (the model's default when None)
               **opts)->dict:
     "BERTScore F1 by bert-score (per report, averaged, no rescaling)."
-    s, key = _bertscorer(bertscore_model, bertscore_layers)
+    if ('bertscore', bertscore_model, bertscore_layers) not in _SCORERS: _SCORERS['bertscore', bertscore_model, bertscore_layers] = _bertscorer(bertscore_model, bertscore_layers)
+    s, key = _SCORERS['bertscore', bertscore_model, bertscore_layers]
     return {key: 100*float(s.score(list(preds), list(refs))[2].mean())}
 
 # %% ../nbs/05d_reports.ipynb #0005d024
 CLINICAL = {'chexbert': ('f1chexbert', 'f1chexbert', "weights 'chexbert.pth' from StanfordAIMI/RRG_scorers", lambda m: m.F1CheXbert()),
             'radgraph': ('radgraph', 'radgraph', "the RadGraph model from StanfordAIMI/RRG_scorers", lambda m: m.F1RadGraph(reward_level='partial')),
             'ratescore': ('RaTEScore', 'RaTEScore', "Angelakeke/RaTE-NER-Deberta and FremyCompany/BioLORD-2023-C", lambda m: m.RaTEScore())}
-_SCORERS = {}
-
 def clinical_scorer(name:str)->object:
     "The real scorer object of a clinical metric (built once), or `MissingExtra` naming the extra and the weights."
     if name in _SCORERS: return _SCORERS[name]
@@ -295,3 +301,64 @@ def report_label_text(rec:dict, # a LLaVA report record
     q, a = question_answer(rec)
     if source == 'prompt': return [q]
     return [a] if source == 'report' else [s.strip() + '.' for s in a.split('.') if s.strip()]
+
+# %% ../nbs/05d_reports.ipynb #0005d032
+def report_intervals(preds:list, # generated reports
+                     refs:list, # references
+                     metrics=DEFAULT_METRICS, # keys of `REPORT_METRICS`
+                     n_boot:int=200, # bootstrap resamples
+                     alpha:float=0.05, # 1 - confidence level
+                     seed:int=0, # seed of the resampling
+                     **opts # metric options
+                    )->dict: # {metric name: {'value', 'lo', 'hi'}}
+    "Each report metric with a percentile-bootstrap interval over reports."
+    preds, refs = list(preds), list(refs)
+    full = report_metrics(preds, refs, metrics, **opts)
+    idx = np.random.default_rng(seed).integers(0, len(preds), (n_boot, len(preds)))
+    boot = [report_metrics([preds[i] for i in ix], [refs[i] for i in ix], metrics, **opts) for ix in idx]
+    return {k: dict(value=v, lo=float(np.quantile([b[k] for b in boot], alpha/2)), hi=float(np.quantile([b[k] for b in boot], 1 - alpha/2)))
+            for k, v in full.items()}
+
+# %% ../nbs/05d_reports.ipynb #0005d035
+_STRATEGY = Param('decoding strategy', str, choices=STRATEGIES)
+
+def evaluate_reports(model:Param('base model folder (save_pretrained, with its processor) or Hub id', str, required=True)=None,
+                     data:Param('LLaVA report JSON (e.g. from prepare_reports) or a JSONL of items', str, required=True)=None,
+                     out:Param('output folder', str, required=True)=None,
+                     adapter:str=None, # A³Tune adapter folder written by `a3tune train --out`
+                     images:str=None, # image root of a JSON data file (default: the data file's folder)
+                     strategy:_STRATEGY='beam',
+                     strategy_set:Param("the strategy's options as KEY=VALUE", str, nargs='*')=None,
+                     batch_size:int=4, # items per generate call
+                     max_new_tokens:int=256, # generation budget (reports are long)
+                     limit:int=None, # first N items only
+                     metrics:str=','.join(DEFAULT_METRICS), # comma-separated keys of REPORT_METRICS
+                     bertscore_model:str='roberta-large', # 'roberta-large' (published setting, needs the Hub) or 'minilm-offline' (not comparable)
+                     n_boot:int=200, # bootstrap resamples for the intervals (0: none)
+                     seed:int=0, # torch seed (sampling) and bootstrap seed
+                     device:str='cpu', # torch device
+                     progress:bool=True, # show progress bars
+                    )->dict:
+    "Generate reports with a (tuned) LLaVA model and score them: reports.jsonl and metrics.json (with intervals)."
+    if None in (model, data, out): raise ValueError("evaluate_reports needs model, data and out (--model, --data, --out)")
+    ms = tuple(m.strip() for m in metrics.split(',') if m.strip())
+    bad = [m for m in ms if m not in REPORT_METRICS]
+    if bad: raise ValueError(f"--metrics: unknown report metric(s) {bad}; choose from {list(REPORT_METRICS)}")
+    o = Path(out); o.mkdir(parents=True, exist_ok=True)
+    items = load_items(data, 'test', images)[:limit]
+    m, processor = load_eval_model(model, adapter, device)
+    kw = strategy_options(strategy, strategy_set)
+    recs = generate_answers(m, processor, items, strategy, batch_size, max_new_tokens, o/'reports.jsonl', seed, progress, **kw)
+    preds, refs = [r['prediction'] for r in recs], [r['reference'] for r in recs]
+    opts = {'bertscore_model': bertscore_model} if 'bertscore' in ms else {}
+    scores = (report_intervals(preds, refs, ms, n_boot, seed=seed, **opts) if n_boot else
+              {k: dict(value=v, lo=None, hi=None) for k, v in report_metrics(preds, refs, ms, **opts).items()})
+    res = dict(task='report', model=str(model), adapter=adapter, data=str(data), strategy=strategy,
+               strategy_options={**STRATEGIES[strategy].options, **kw}, n=len(recs), metrics=scores)
+    (o/'metrics.json').write_text(json.dumps(json_safe(res), indent=1, allow_nan=False))
+    return res
+
+def report_eval_cli(argv:list=None, # arguments after `a3tune eval --task report`
+                   )->int:
+    "`evaluate_reports` from the command line."
+    return run_cli(evaluate_reports, argv, 'a3tune eval --task report')
