@@ -18,7 +18,7 @@ from .data import llava_record, write_llava_json, question_answer
 from .phantom import _scene, render_phantom, _organ_gt, POSITIONS
 from .preliminaries import run_cli
 from .decoding import STRATEGIES, strategy_options, generate_answers
-from .evaluation import load_items, load_eval_model, json_safe
+from .evaluation import load_items, load_eval_model, json_safe, register_eval_task, eval_task_cli
 from fastcore.script import Param
 import json
 
@@ -362,3 +362,5 @@ def report_eval_cli(argv:list=None, # arguments after `a3tune eval --task report
                    )->int:
     "`evaluate_reports` from the command line."
     return run_cli(evaluate_reports, argv, 'a3tune eval --task report')
+
+register_eval_task('report', 'a3tune.reports', 'report_eval_cli')

@@ -117,3 +117,18 @@ def test_phantom_reports_sentences_hinge_on_one_region(tmp_path):
     r = {'id': 'a', 'image': 'a.png', 'conversations': [{'from': 'human', 'value': '<image>\ndescribe the findings'}, {'from': 'gpt', 'value': its[0]['answer']}]}
     assert report_label_text(r) == ['describe the findings'] and report_label_text(r, 'sentences') == its[0]['sentences']
     with pytest.raises(ValueError, match='use one of'): report_label_text(r, 'x')
+
+def test_cli_eval_task_report_end_to_end(tmp_path, capsys):
+    from a3tune.cli import main
+    from a3tune.phantom import write_phantom_dataset, PHANTOM_BASE
+    data = write_phantom_dataset(make_phantom_reports(3, seed=4), tmp_path/'ph', 'reports.json')
+    rc = main(['eval', '--task', 'report', '--model', str(PHANTOM_BASE), '--data', str(data), '--out', str(tmp_path/'ev'),
+               '--strategy', 'greedy', '--max-new-tokens', '12', '--metrics', 'bleu,rouge_l', '--n-boot', '10'])
+    assert rc == 0
+    m = json.loads((tmp_path/'ev'/'metrics.json').read_text())
+    assert m['task'] == 'report' and m['n'] == 3 and set(m['metrics']) == {'BLEU-1', 'BLEU-2', 'BLEU-3', 'BLEU-4', 'ROUGE-L'}
+    assert all(v['lo'] <= v['value'] <= v['hi'] for v in m['metrics'].values())
+    assert len((tmp_path/'ev'/'reports.jsonl').read_text().splitlines()) == 3
+    assert main(['eval', '--task', 'nope']) == 2 and "choose one of ['vqa', 'report']" in capsys.readouterr().err
+    assert main(['eval', '--task=report', '--model', 'x', '--data', str(data), '--out', str(tmp_path/'e2'), '--metrics', 'cider']) == 2
+    assert "unknown report metric(s) ['cider']" in capsys.readouterr().err
