@@ -7,8 +7,8 @@ __all__ = ['REPORT_PROMPT', 'SPLITS', 'VIEWS', 'REPORT_METRICS', 'BERTSCORE_MODE
            'PAPER_METRICS', 'PHANTOM_REPORT_PROMPT', 'LABEL_SOURCES', 'read_r2gen', 'clean_report', 'n_words',
            'r2gen_to_llava', 'prepare_reports', 'MissingExtra', 'register_report_metric', 'bleu', 'sacre_bleu',
            'rouge_l', 'rouge_l_coco', 'meteor', 'bertscore', 'clinical_scorer', 'chexbert', 'radgraph', 'ratescore',
-           'report_metrics', 'phantom_report', 'make_phantom_reports', 'report_label_text', 'report_intervals',
-           'evaluate_reports', 'report_eval_cli']
+           'report_metrics', 'phantom_report', 'make_phantom_reports', 'phantom_findings_of', 'phantom_findings',
+           'report_label_text', 'report_intervals', 'evaluate_reports', 'report_eval_cli']
 
 # %% ../nbs/05d_reports.ipynb #0005d002
 import re, shutil, inspect, importlib, numpy as np
@@ -263,13 +263,13 @@ def report_metrics(preds:list, # generated reports
     return out
 
 # %% ../nbs/05d_reports.ipynb #0005d02c
-PHANTOM_REPORT_PROMPT = 'describe the findings'
+PHANTOM_REPORT_PROMPT = 'describe the organs in the image'   # a generic instruction in the phantom base's vocabulary
 
 def phantom_report(spec:list, # organ specs of a phantom scene
                   )->list: # (sentence, GT region names) per organ
     "A structured phantom report: one sentence per organ, each hinging on that organ's region."
     at = {o['position']: o for o in spec}
-    return [(f"the {o['organ']} is at the {p}" + (", enlarged," if o['enlarged'] else "") + (" with a lesion." if o['lesion'] else " without lesion."), _organ_gt(o))
+    return [(f"the {o['organ']} is located in the {p}" + (", enlarged" if o['enlarged'] else "") + (", with a lesion." if o['lesion'] else ", no lesion."), _organ_gt(o))
             for p in POSITIONS if (o := at.get(p))]
 
 def make_phantom_reports(n_images:int, # number of phantom images
@@ -291,6 +291,23 @@ def make_phantom_reports(n_images:int, # number of phantom images
     return items
 
 # %% ../nbs/05d_reports.ipynb #0005d02f
+_FINDING = re.compile(r"the (\w+) is located in the (\w+)\s*(, enlarged)?\s*, (with a lesion|no lesion)")
+
+def phantom_findings_of(report:str)->dict:
+    "{organ: (position, enlarged, lesion)} stated by a phantom report (the first sentence per organ)."
+    out = {}
+    for o, p, e, l in _FINDING.findall(re.sub(r'\s+', ' ', report.lower())): out.setdefault(o, (p, bool(e), l == 'with a lesion'))
+    return out
+
+@register_report_metric('phantom_findings')
+def phantom_findings(preds:list, refs:list, **opts)->dict:
+    "Share of the reference organs whose position, size and lesion the prediction states exactly, averaged over reports."
+    def one(p, r):
+        fp, fr = phantom_findings_of(p), phantom_findings_of(r)
+        return np.mean([fp.get(o) == v for o, v in fr.items()]) if fr else float('nan')
+    return {'findings': 100*float(np.nanmean([one(p, r) for p, r in zip(preds, refs)]))}
+
+# %% ../nbs/05d_reports.ipynb #0005d032
 LABEL_SOURCES = ('prompt', 'report', 'sentences')
 
 def report_label_text(rec:dict, # a LLaVA report record
@@ -302,7 +319,7 @@ def report_label_text(rec:dict, # a LLaVA report record
     if source == 'prompt': return [q]
     return [a] if source == 'report' else [s.strip() + '.' for s in a.split('.') if s.strip()]
 
-# %% ../nbs/05d_reports.ipynb #0005d032
+# %% ../nbs/05d_reports.ipynb #0005d035
 def report_intervals(preds:list, # generated reports
                      refs:list, # references
                      metrics=DEFAULT_METRICS, # keys of `REPORT_METRICS`
@@ -319,7 +336,7 @@ def report_intervals(preds:list, # generated reports
     return {k: dict(value=v, lo=float(np.quantile([b[k] for b in boot], alpha/2)), hi=float(np.quantile([b[k] for b in boot], 1 - alpha/2)))
             for k, v in full.items()}
 
-# %% ../nbs/05d_reports.ipynb #0005d035
+# %% ../nbs/05d_reports.ipynb #0005d038
 _STRATEGY = Param('decoding strategy', str, choices=STRATEGIES)
 
 def evaluate_reports(model:Param('base model folder (save_pretrained, with its processor) or Hub id', str, required=True)=None,

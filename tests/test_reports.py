@@ -114,8 +114,8 @@ def test_phantom_reports_sentences_hinge_on_one_region(tmp_path):
             assert g[0] in s and all(n.startswith(g[0]) for n in g)          # one organ (and its lesion) per sentence
             assert ('with a lesion' in s) == (f"{g[0]}_lesion" in g)
         assert it['answer'] == ' '.join(it['sentences'])
-    r = {'id': 'a', 'image': 'a.png', 'conversations': [{'from': 'human', 'value': '<image>\ndescribe the findings'}, {'from': 'gpt', 'value': its[0]['answer']}]}
-    assert report_label_text(r) == ['describe the findings'] and report_label_text(r, 'sentences') == its[0]['sentences']
+    r = {'id': 'a', 'image': 'a.png', 'conversations': [{'from': 'human', 'value': '<image>\ndescribe the organs in the image'}, {'from': 'gpt', 'value': its[0]['answer']}]}
+    assert report_label_text(r) == ['describe the organs in the image'] and report_label_text(r, 'sentences') == its[0]['sentences']
     with pytest.raises(ValueError, match='use one of'): report_label_text(r, 'x')
 
 def test_cli_eval_task_report_end_to_end(tmp_path, capsys):
@@ -132,3 +132,17 @@ def test_cli_eval_task_report_end_to_end(tmp_path, capsys):
     assert main(['eval', '--task', 'nope']) == 2 and "choose one of ['vqa', 'report']" in capsys.readouterr().err
     assert main(['eval', '--task=report', '--model', 'x', '--data', str(data), '--out', str(tmp_path/'e2'), '--metrics', 'cider']) == 2
     assert "unknown report metric(s) ['cider']" in capsys.readouterr().err
+
+def test_phantom_reports_in_base_vocabulary():
+    from a3tune.phantom import load_phantom_base
+    tok = load_phantom_base()[1].tokenizer
+    for it in make_phantom_reports(8):
+        assert '<unk>' not in tok.tokenize(it['answer']) + tok.tokenize(it['question'])
+
+def test_phantom_findings_metric():
+    it = make_phantom_reports(3, seed=7)[0]
+    ref, n = it['answer'], len(it['sentences'])
+    assert phantom_findings([ref], [ref])['findings'] == 100.
+    assert phantom_findings([ref.replace(', no lesion', ', with a lesion', 1) if 'no lesion' in ref else ref.replace('with a lesion', 'no lesion', 1)], [ref])['findings'] == pytest.approx(100*(n - 1)/n)
+    assert phantom_findings(['the liver'], [ref])['findings'] == 0.
+    assert 'phantom_findings' in REPORT_METRICS
