@@ -21,6 +21,8 @@ py_versions = '3.10 3.11 3.12 3.13 3.14'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+report_requirements = shlex.split(cfg.get('report_requirements', ''))
+report_clinical = shlex.split(cfg.get('report_clinical_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 readme = Path('README.md')
@@ -38,7 +40,8 @@ setuptools.setup(
     include_package_data=True,
     package_data={lib_path: ['assets/*', 'assets/**/*']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements + report_requirements, 'report': report_requirements,
+                    'report-clinical': report_requirements + report_clinical},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=readme.read_text(encoding='utf-8') if readme.exists() else cfg['description'],

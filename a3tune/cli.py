@@ -32,7 +32,7 @@ def register_command(name:str, # the subcommand, `a3tune NAME`
 
 register_command('labels', 'a3tune.weak_labels', 'labels_cli', 'build prompt-aware weak labels (LiteMedSAM segments + MiniLM scorer by default, top-K)')
 register_command('train', 'a3tune.training', 'train_cli', 'fine-tune a LLaVA-family model with A³Tune')
-register_command('eval', 'a3tune.evaluation', 'eval_cli', 'generate answers with a decoding strategy; VQA and attention metrics')
+register_command('eval', 'a3tune.reports', 'eval_task_cli', 'generate and score: VQA answers and attention metrics, or reports (--task report)')  # a3tune.reports registers --task report
 register_command('demo', 'a3tune.experiments', 'demo_cli', 'run the end-to-end CPU demo on phantom images')
 
 def _usage():
