@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'GEOMETRIES', 'TOKEN_MAPS', 'set_threads',
-           'cli_parser', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor', 'tiny_llava', 'LVLMAdapter',
-           'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid', 'register_geometry', 'AttentionRows',
-           'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'additive_mask', 'enable_attention_rows',
-           'attention_rows', 'gather_visual', 'visual_map_eq2']
+           'hub_kernels_offline', 'cli_parser', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor', 'tiny_llava',
+           'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid', 'register_geometry',
+           'AttentionRows', 'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'additive_mask',
+           'enable_attention_rows', 'attention_rows', 'gather_visual', 'visual_map_eq2']
 
 # %% ../nbs/00_preliminaries.ipynb #17f7b888
 import os, sys, math, inspect, argparse
@@ -30,6 +30,14 @@ def set_threads(n:int=None, # threads for torch; default: env `A3TUNE_THREADS`, 
     n = int(n or os.environ.get('A3TUNE_THREADS', 1))
     torch.set_num_threads(n)
     return n
+
+# %% ../nbs/00_preliminaries.ipynb #0bdb86f4
+def hub_kernels_offline()->str|None:
+    "With the Hub offline, switch transformers' hub kernels off (`USE_HUB_KERNELS=NO`) unless the user chose; returns the setting."
+    if os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE'): os.environ.setdefault('USE_HUB_KERNELS', 'NO')
+    return os.environ.get('USE_HUB_KERNELS')
+
+hub_kernels_offline()
 
 # %% ../nbs/00_preliminaries.ipynb #b806b9ab
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
