@@ -791,6 +791,7 @@ def build_labels(samples:list,        # `read_samples` output
     "Write (or resume) the weak-label file for `samples`; returns a summary."
     segmenter, scorer = segmenter or LiteMedSAM(), scorer or MiniLMScorer()
     rank, world = _shard(rank, world); out = Path(out); t0 = time.time()
+    out.parent.mkdir(parents=True, exist_ok=True)   # a new output folder is made, as `a3tune train --out` does
     settings = label_settings(segmenter, scorer, k); by_id = {s['id']: s for s in samples}
     prov = {'scorer': scorer.provenance()}
     groups = {}
