@@ -7,7 +7,8 @@ def _parser(name, monkeypatch):
     "The parser `a3tune NAME` builds, caught where its `*_cli` hands the engine to `run_cli`."
     c, got = COMMANDS[name], []
     mod = importlib.import_module(c.module)
-    monkeypatch.setattr(mod, 'run_cli', lambda f, argv, prog: got.append((f, prog)) or 0)
+    for m in {mod, importlib.import_module('a3tune.evaluation')}:   # `eval` dispatches through a task registry to evaluation's CLI
+        if hasattr(m, 'run_cli'): monkeypatch.setattr(m, 'run_cli', lambda f, argv, prog: got.append((f, prog)) or 0)
     getattr(mod, c.func)([])
     return cli_parser(*got[0])
 
