@@ -759,7 +759,8 @@ def train(model, # base model (HF LLaVA-family)
     log.info(f"A³Tune: {len(ds)} samples, {n} with usable weak labels, {len(ds) - n} trained on the LM loss only")
     model = a3tune_model(model, cfg)
     tr = A3Trainer(model, training_args(cfg, output_dir, **kw), train_dataset=ds, processing_class=processor,
-                   data_collator=A3Collator(processor, cfg.query, cfg.max_length, cfg.k_segments, grid))
+                   data_collator=A3Collator(processor, cfg.query, cfg.max_length, cfg.k_segments, grid,
+                                             get_adapter(model).image_token_id))
     tr.train(resume_from_checkpoint=resume)
     tr.save_model(str(output_dir))
     return tr

@@ -6,7 +6,7 @@ from a3tune.preliminaries import set_threads, get_adapter
 from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
-from a3tune.training import STATS, A3TuneConfig, A3Trainer, a3tune_model, training_args, train, load_a3tune
+from a3tune.training import A3TuneConfig, train, load_a3tune
 from a3tune.decoding import generate_batch, a3_generation_context
 from _data import slake_root
 
@@ -67,43 +67,24 @@ def test_train_save_load_generate(tmp_path, backbone):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)     # the saved adapter is the trained one
     assert (got - plain).abs().max() > 1e-4                         # and it changes the base
 
-def _gemma_batch(proc, items, grid):
-    "A training batch for Gemma 3 built like `A3Collator`'s, with Gemma 3's nested images and its soft image token."
-    tok = proc.tokenizer
-    full = [prompt_text(proc, it['question'], it['answer']) for it in items]
-    b = dict(proc(images=[[it['image']] for it in items], text=full, return_tensors='pt', padding=True, padding_side='right'))
-    ids, am = b['input_ids'], b['attention_mask'].bool()
-    prompt = proc(images=[[it['image']] for it in items], text=[prompt_text(proc, it['question']) for it in items], return_tensors='pt',
-                  padding=True, padding_side='right')['attention_mask'].sum(1)
-    pos, vis = torch.arange(ids.shape[1])[None], ids == tok.image_token_id
-    ans = am & (pos >= prompt[:, None])
-    b['labels'] = ids.masked_fill(~ans, -100)
-    coll = A3Collator(proc, grid=grid)
-    seg, valid = coll._masks(items, int(vis.sum(1).max()))
-    qm = am & (pos > torch.where(vis, pos, -1).amax(1)[:, None])
-    return {**b, 'visual_mask': vis, 'prompt_mask': am & ~vis & (pos < prompt[:, None]), 'query_mask': qm, 'seg': seg, 'seg_valid': valid,
-            'sample_ids': [it['id'] for it in items]}
-
-def test_gemma3_steps_save_load_generate(tmp_path):
+def test_gemma3_train_save_load_generate(tmp_path):
+    "Gemma 3 through `train` (A3Collator: nested images, the soft image token), save, load, greedy = full forward."
     ds = _data(tmp_path)
     base, proc = tiny_gemma3(words=WORDS)
-    cfg = A3TuneConfig(**TINY)
-    model = a3tune_model(copy.deepcopy(base), cfg).train()
-    t = A3Trainer(model, training_args(cfg, tmp_path/'g', per_device_train_batch_size=2, disable_tqdm=True, report_to='none'))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    grid = get_adapter(base).grid(proc)
-    for i in range(3):
-        loss = t.compute_loss(model, _gemma_batch(proc, [ds[2*i], ds[2*i+1]], grid)); loss.backward(); opt.step(); opt.zero_grad()
-        assert torch.isfinite(loss)
-    assert t._acc[STATS.index('lm_loss')] > 0 and t._acc[STATS.index('align_loss')] > 0
-    t.save_model(str(tmp_path/'g'))
+    tr = train(copy.deepcopy(base), proc, ds, A3TuneConfig(**TINY), tmp_path/'g', max_steps=3, per_device_train_batch_size=2,
+               logging_steps=1, save_steps=100, disable_tqdm=True, report_to='none')
+    logs = [l for l in tr.state.log_history if 'align_loss' in l]
+    assert len(logs) == 3 and all(l['align_loss'] > 0 and l['lm_loss'] > 0 for l in logs)
     loaded = load_a3tune(copy.deepcopy(base), tmp_path/'g')
-    b = _gemma_batch(proc, [ds[0], ds[1]], grid)
+    b = A3Collator(proc, image_token_id=get_adapter(base).image_token_id)([ds[0], ds[1]])
+    assert b['visual_mask'].sum(1).tolist() == [16, 16]
     with torch.no_grad():
         kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'token_type_ids')}
-        ref = model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
+        ref = tr.model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
         got = loaded(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        plain = base(**kw).logits
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)     # the saved adapter is the trained one
+    assert (got - plain).abs().max() > 1e-4                         # and it changes the base
 
     # greedy generation (Q-routing cached at prefill) equals a full forward's argmax, token by token
     vis_id, n = get_adapter(loaded).image_token_id, 5
