@@ -6,11 +6,11 @@
 __all__ = ['VQA_METRICS', 'ATTN_METRICS', 'LEVELS', 'EVAL_TASKS', 'normalize_legacy', 'legacy_closed_hit', 'legacy_open_recall',
            'normalize_strict', 'strict_closed_hit', 'strict_open_recall', 'VQAMetric', 'register_vqa_metric',
            'score_item', 'bootstrap_ci', 'VQATable', 'vqa_table', 'register_attention_metric', 'minmax', 'coverage',
-           'intensity', 'mass_in_gt', 'attention_metrics', 'attention_table', 'slake_items', 'gt_grid',
-           'attention_maps', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'show_attention',
-           'compare_attention', 'load_items', 'load_eval_model', 'json_safe', 'head_budget', 'card_metrics',
-           'eval_split', 'evaluate', 'eval_cli', 'register_eval_task', 'eval_task_cli', 'read_detection', 'box_mask',
-           'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt', 'load_slake']
+           'intensity', 'mass_in_gt', 'attention_metrics', 'attention_table', 'slake_items', 'gt_grid', 'token_shape',
+           'attention_maps', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'one_tile', 'original_view',
+           'figure_maps', 'show_attention', 'compare_attention', 'load_items', 'load_eval_model', 'json_safe',
+           'head_budget', 'card_metrics', 'eval_split', 'evaluate', 'eval_cli', 'register_eval_task', 'eval_task_cli',
+           'read_detection', 'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt', 'load_slake']
 
 # %% ../nbs/05b_evaluation.ipynb #2c5d6a67
 import json, re, math, inspect, warnings
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 from .preliminaries import get_adapter, image_geometry, region_to_grid, attention_rows, visual_map_eq2
+from .backbones import tokens_to_image
 from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .preliminaries import run_cli
 from fastcore.script import Param
@@ -284,8 +285,14 @@ def _query_inputs(model, processor, image, question, answer, rows):
     if rows == 'answer': query &= pos >= n_prompt
     return inputs, vis, query, n_prompt, ad
 
+def token_shape(processor, # the model's processor
+                image_size, # (H, W) of the original image
+               )->tuple:
+    "Shape of a per-visual-token map of an `image_size` image, as `region_to_grid` gives it: (rows, cols), or (1, N) for multi-grid layouts (anyres)."
+    return tuple(region_to_grid((0, 0, 1, 1), tuple(image_size), processor).shape)
+
 @torch.no_grad()
-def attention_maps(model, # a LLaVA model (with or without an A³Tune adapter)
+def attention_maps(model, # a vision-language model of a registered backbone (with or without an A³Tune adapter)
                    processor, # its processor
                    image, # PIL image or path
                    question:str, # the question
@@ -293,17 +300,19 @@ def attention_maps(model, # a LLaVA model (with or without an A³Tune adapter)
                    rows:str='text', # query rows: 'text' (all text after the image) or 'answer'
                    R:int=128, # visually-critical heads for the Eq. 9 map
                   )->dict:
-    "The Eq. 2 map and the top-`R` heads' Eq. 9 map on the token grid `{'eq2', 'heads': [rows, cols]}`, plus the `head_mask` `[L, H]`."
+    "The Eq. 2 and top-`R` heads' Eq. 9 maps `{'eq2', 'heads'}` shaped as `token_shape` of the image, the `head_mask` `[L, H]` and the `image_size`."
     inputs, vis, query, n_prompt, ad = _query_inputs(model, processor, image, question, answer, rows)
     with a3_generation_context(model, inputs, n_prompt):
         ar = attention_rows(model, inputs, query)
     hm = select_heads(visual_attention_ratio(ar.probs, vis, ar.row_mask), R)    # [1, L, H]
-    g = ad.grid(processor)
+    W, H = open_image(image).size
+    g, n = token_shape(processor, (H, W)), int(vis.sum())
+    if math.prod(g) != n: raise ValueError(f"the image has {n} visual tokens but its geometry gives {g}: the processor's settings and its registered geometry disagree")
     return dict(eq2=visual_map_eq2(ar.probs, vis, ar.row_mask)[0].reshape(g),
-                heads=visual_map(ar.probs, hm, vis, ar.row_mask)[0].reshape(g), head_mask=hm[0])
+                heads=visual_map(ar.probs, hm, vis, ar.row_mask)[0].reshape(g), head_mask=hm[0], image_size=(H, W))
 
 def eq2_map(model, processor, image, question:str, answer:str='', rows:str='text')->torch.Tensor:
-    "Eq. 2 map on the token grid [rows, cols]: text→image attention averaged over layers, heads and query rows."
+    "Eq. 2 map on the visual tokens (`token_shape`): text→image attention averaged over layers, heads and query rows."
     return attention_maps(model, processor, image, question, answer, rows)['eq2']
 
 # %% ../nbs/05b_evaluation.ipynb #bd8b684f
@@ -348,18 +357,44 @@ def view_mask(mask, # bool [H, W] on the original image
     out = m[np.clip(idx[0], 0, m.shape[0]-1)][:, np.clip(idx[1], 0, m.shape[1]-1)]
     return out & ok[0][:, None] & ok[1][None]
 
-def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
-                   maps:dict, # title -> map on the token grid [rows, cols]
+def one_tile(processor, # the model's processor
+             image, # PIL image or path
+            )->bool:
+    "Whether the processor turns the image into one picture (LLaVA, Gemma 3), so `model_view` can show it; not for Qwen2-VL's patch rows or anyres tiles."
+    return processor.image_processor(images=[open_image(image)], return_tensors='pt')['pixel_values'].ndim == 4
+
+def original_view(image, # PIL image or path
+                 )->np.ndarray:
+    "The original image as [H, W, 3] floats in [0, 1]: the canvas of `figure_maps` for any token layout."
+    return np.asarray(open_image(image).convert('RGB'), dtype=np.float32) / 255
+
+def figure_maps(processor, # the model's processor
+                image, # PIL image or path
+                maps:dict, # title -> map from `attention_maps` (`token_shape`)
+                gt=None, # a bool mask [H, W] on the original image, or None
+                on:str='auto', # 'model' (the model's view), 'image' (the original image), 'auto': the model's view where `one_tile`
+               )->tuple:
+    "`(view, maps, gt)` for `show_attention`: on the model's view (maps as grids), or on the original image (maps painted by `tokens_to_image`)."
+    if on not in ('auto', 'model', 'image'): raise ValueError(f"on must be 'auto', 'model' or 'image', got {on!r}")
+    if on == 'model' or (on == 'auto' and one_tile(processor, image)):
+        return model_view(processor, image), maps, None if gt is None else view_mask(gt, processor)
+    view = original_view(image)
+    return view, {k: tokens_to_image(m, view.shape[:2], processor) for k, m in maps.items()}, None if gt is None else np.asarray(gt, bool)
+
+def show_attention(view:np.ndarray, # [H, W, 3] from `model_view` (or `figure_maps`)
+                   maps:dict, # title -> map on the token grid [rows, cols] (or painted [H, W], see `figure_maps`)
                    gt=None, # ground truth to outline: a view mask [H, W] (`view_mask`) or a grid [rows, cols] (cells ≥ 0.5)
                    figsize=(8, 2.6), # figure size
                    dpi:int=70, # figure resolution
                   ):
-    "Side-by-side overlays of attention maps on the model's view of the image; returns the figure."
+    "Side-by-side overlays of attention maps on the model's view of the image (or the original, see `figure_maps`; NaN is left clear); returns the figure."
     import matplotlib.pyplot as plt
     H, W = view.shape[:2]
     fig, axs = plt.subplots(1, len(maps), figsize=figsize, dpi=dpi, squeeze=False)
     for ax, (title, m) in zip(axs[0], maps.items()):
-        ax.imshow(view); ax.imshow(minmax(m).numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest')
+        m = torch.as_tensor(m, dtype=torch.float64); ok = ~m.isnan()                  # NaN: pixels the model does not see
+        m = torch.full_like(m, float('nan')).masked_scatter(ok, minmax(m[ok]))
+        ax.imshow(view); ax.imshow(m.numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest')
         if gt is not None:
             g = torch.as_tensor(gt, dtype=torch.float32).numpy() >= 0.5
             up = g if g.shape == (H, W) else g[np.arange(H) * g.shape[0] // H][:, np.arange(W) * g.shape[1] // W]
@@ -376,14 +411,15 @@ def compare_attention(models:dict, # title -> model (e.g. {'before': base, 'afte
                       answer:str='', # answer turn appended (rows 'text' then include it)
                       gt=None, # a bool mask [H, W] on the original image to outline (e.g. `slake_gt(...).mask`)
                       R:int=128, # heads of the Eq. 9 map
+                      on:str='auto', # draw on the model's view or the original image, see `figure_maps`
                       **kwargs, # passed to `show_attention` (figsize, dpi)
                      ):
-    "For each model, the Eq. 2 map and the top-`R` heads' map over the model's view of the image, side by side."
+    "For each model, the Eq. 2 map and the top-`R` heads' map over the image (`figure_maps`), side by side."
     maps = {}
     for name, m in models.items():
         a = attention_maps(m, processor, image, question, answer, R=R)
         maps[f'{name}: Eq. 2'], maps[f'{name}: top-{int(a["head_mask"].sum())} heads'] = a['eq2'], a['heads']
-    return show_attention(model_view(processor, image), maps, None if gt is None else view_mask(gt, processor), **kwargs)
+    return show_attention(*figure_maps(processor, image, maps, gt, on), **kwargs)
 
 # %% ../nbs/05b_evaluation.ipynb #a81fd38b
 def _llava_items(path, split, images=None):
@@ -434,9 +470,8 @@ def _eval_figures(model, processor, items, root, folder, R):
             plt.close(fig)
             maps = {**attention_maps(model, processor, it['image'], it['question'], R=R)}
             ans = attention_maps(model, processor, it['image'], it['question'], it['prediction'], R=R)
-            fig = show_attention(model_view(processor, it['image']), {'Eq. 2': maps['eq2'], f'top-{R} heads': maps['heads'],
-                                 'Eq. 2, + answer': ans['eq2'], f'top-{R} heads, + answer': ans['heads']},
-                                 view_mask(slake_gt(it, root).mask, processor))
+            fig = show_attention(*figure_maps(processor, it['image'], {'Eq. 2': maps['eq2'], f'top-{R} heads': maps['heads'],
+                                 'Eq. 2, + answer': ans['eq2'], f'top-{R} heads, + answer': ans['heads']}, slake_gt(it, root).mask))
         fig.suptitle(f"{it['question']} → {it.get('prediction', '')!r} (ref {it.get('reference')!r})", fontsize=8)
         fig.savefig(folder/f"{it.get('id', 'item')}.png"); plt.close(fig)
 
