@@ -366,7 +366,8 @@ def batch_images(processor, # the model's processor
     nested = any(c.__name__ in NESTED_IMAGES for c in type(processor).__mro__)
     return [[im] for im in images] if nested else list(images)
 
-def soft_image_token_id(processor)->int:
+def soft_image_token_id(processor, # the model's processor
+                       )->int:
     "The id of the token that stands for one visual token in the expanded sequence (Gemma 3: the soft token, not `<start_of_image>`)."
     tok = processor.tokenizer
     pid = getattr(processor, 'image_token_id', None) or tok.image_token_id
@@ -425,8 +426,8 @@ def _masks(self:A3Collator, items:list, N:int):
 def __call__(self:A3Collator, items:list)->dict:
     "Collate `A3Dataset` items into a training batch."
     full = [prompt_text(self.processor, it['question'], it['answer']) for it in items]
-    b = dict(self.processor(images=batch_images(self.processor, [it['image'] for it in items]), text=full, return_tensors='pt', padding=True, add_special_tokens=False,
-                            padding_side='right', input_data_format='channels_last'))   # items are [H, W, 3]: a 1-3 px tall image is not channels-first
+    b = dict(self.processor(images=batch_images(self.processor, [it['image'] for it in items]), text=full, return_tensors='pt',
+                            padding=True, add_special_tokens=False, padding_side='right', input_data_format='channels_last'))   # items are [H, W, 3]: a 1-3 px tall image is not channels-first
     ids, am = b['input_ids'], b['attention_mask'].bool()
     vis, pos = ids == self.image_token_id, torch.arange(ids.shape[1])[None]
     start = am.int().argmax(1)
