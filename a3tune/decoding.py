@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from .preliminaries import get_adapter, enable_attention_rows, additive_mask, attention_rows
 from .a3moe import A3Context, a3_context, a3moe_modules
-from .data import prompt_text
+from .data import prompt_text, batch_images
 
 # %% ../nbs/05a_decoding.ipynb #3e15e778
 def vqa_prompt(processor, # a LLaVA processor with a chat template
@@ -42,7 +42,7 @@ def vqa_inputs(processor, # the model's processor
                padding_side:str='left', # 'left' for generation
               )->dict:
     "Tokenise like `A3Collator` (no extra special tokens: the template has them), padded on `padding_side`."
-    return processor(images=[open_image(i) for i in images], text=texts, return_tensors='pt', padding=True,
+    return processor(images=batch_images(processor, [open_image(i) for i in images]), text=texts, return_tensors='pt', padding=True,
                      add_special_tokens=False, padding_side=padding_side)
 
 # %% ../nbs/05a_decoding.ipynb #eb05d192

@@ -6,13 +6,13 @@ from a3tune.preliminaries import set_threads, get_adapter
 from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
-from a3tune.training import A3TuneConfig, train, load_a3tune
+from a3tune.training import A3TuneConfig, train, load_a3tune, a3tune_model
 from a3tune.decoding import generate_batch, a3_generation_context
 from _data import slake_root
 
 set_threads(1)
 WORDS = ['modality', 'used', 'take', 'organ', 'largest', 'system', 'belong']
-TINY = dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0., lora_dropout=0., R=3, lam=1.)
+TINY = dict(moe=dict(q_experts=2, k_experts=4, top_b=2, expert_rank=4, lora_rank=8, expert_dropout=0., lora_dropout=0.), R=3, lam=1.)
 
 def _data(tmp, n=6):
     root = slake_root()
@@ -104,3 +104,12 @@ def test_gemma3_train_save_load_generate(tmp_path):
     new, ref = out[:, T:], lg[:, T-1:-1].argmax(-1)
     done = (new == proc.tokenizer.eos_token_id).long().cumsum(1).cumsum(1) > 1
     assert torch.equal(new[~done], ref[~done])
+
+
+def test_gemma3_generate_batch(tmp_path):
+    "a3tune's own generation path (`generate_batch`: nested images through `batch_images`) runs Gemma 3 = full forward."
+    ds = _data(tmp_path)
+    base, proc = tiny_gemma3(words=WORDS)
+    model = a3tune_model(copy.deepcopy(base), A3TuneConfig(**TINY))
+    ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
+    _greedy_equals_full_forward(model.eval(), proc, ims, qs)
