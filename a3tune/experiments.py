@@ -431,6 +431,7 @@ def fixed_mass(runs:list, split:str, test:str, variant:str='A³Tune', ref:str='L
 def _figures(out, results, items, base, work, n)->list: # [{path, caption}]
     import matplotlib.pyplot as plt
     seed = min(r['seed'] for r in results if r['name'] != 'base'); models, proc = seed_models(work, seed, base); figs = []
+    for old in (Path(out)/'figures').glob('attention_*.png'): old.unlink()   # no stale figures of an earlier demo
     picks = [next((it for it in items if it['qtype'] == q), None) for q in ('lesion_at', 'lesion_in', 'which_lesion', 'where_organ', 'which_enlarged')]
     for i, it in enumerate([p for p in picks if p][:n]):
         fig = attention_figure(models, proc, it); p = Path(out)/'figures'/f"attention_{i}_{it['qtype']}.png"
@@ -457,7 +458,8 @@ def demo_report(results:list, quality:dict, settings:dict, figures:list, wall_s:
              f"open recall {d('open')[0]:+.3f}, Coverage {d('coverage')[0]:+.3f}, Intensity {d('intensity')[0]:+.3f} "
              f"({d('closed')[2]} seed(s)).", '',
              *(['## Prior shift (fine-tuned on skewed `lesion_at` answers, tested on the inverted skew)', '', prior_shift, '',
-                'acc = accuracy on the `lesion_at` test questions, mass = mass in GT; ± is the 95 % t interval over seeds, (n) the seed count.', '']
+                'Test sets: the `lesion_at` questions of the test images as drawn (iid) and with the inverted skew (shifted); acc = accuracy, '
+                'mass = mass in GT; ± is the 95 % t interval over seeds, (n) the seed count.', '']
                if prior_shift else []),
              '## Weak labels (training set, top-1 / top-4 segment with IoU ≥ 0.5 to the ground truth)', '',
              '| question type | top-1 | top-4 | n |', '|---|---|---|---|',

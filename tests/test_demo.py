@@ -53,6 +53,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     lines = [l for l in capsys.readouterr().out.splitlines() if 'not reusing' in l]
     assert len(lines) == 1 and 'max_steps 2 → 1' in lines[0], lines
     assert [r['steps'] for r in json.loads((out/'results.json').read_text()) if r.get('table') != 'prior_shift'] == [0, 1, 1]
+    assert len(list((out/'figures').glob('attention_*.png'))) == 1   # no stale figure of the earlier run
 
 def test_demo_rejects_bad_arguments(capsys):
     try: main(['demo', '--seeds', 'zero'])
