@@ -369,7 +369,7 @@ def show_attention(view:np.ndarray, # [H, W, 3] from `model_view`
     H, W = view.shape[:2]
     fig, axs = plt.subplots(1, len(maps), figsize=figsize or (max(3.2 * len(maps), 9.), 3.9), dpi=dpi, squeeze=False, layout='constrained')
     for ax, (title, m) in zip(axs[0], maps.items()):
-        ax.imshow(view)
+        ax.imshow(view, extent=(0, W, H, 0))   # pixel edges at integers, like the map's cells and the contour
         im = ax.imshow(minmax(m).numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest', vmin=0, vmax=1)
         if gt is not None:
             g = torch.as_tensor(gt, dtype=torch.float32).numpy() >= 0.5
@@ -451,7 +451,7 @@ def _eval_figures(model, processor, items, root, folder, R):
             fig = show_attention(model_view(processor, it['image']), {'Eq. 2': maps['eq2'], f'top-{R} heads': maps['heads'],
                                  'Eq. 2, + answer': ans['eq2'], f'top-{R} heads, + answer': ans['heads']},
                                  view_mask(slake_gt(it, root).mask, processor))
-        fig.suptitle(f"{it['question']} → {it.get('prediction', '')!r} (ref {it.get('reference')!r})", fontsize=8)
+        fig.suptitle(f"{shorten(it['question'], 70)} → {shorten(it.get('prediction', ''), 30)!r} (ref {shorten(it.get('reference', ''), 30)!r})", fontsize=10)
         fig.savefig(folder/f"{it.get('id', 'item')}.png"); plt.close(fig)
 
 def json_safe(x, # a JSON-able structure with floats
