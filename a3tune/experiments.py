@@ -526,7 +526,7 @@ def demo(out='a3tune-demo', # output folder
         bar.update()
     _stage(bar, 4, progress, t0)
     shift_md = grounding_table(shift, [('shift', 'shifted', 'acc'), ('shift', 'iid', 'acc'), ('shift', 'shifted', 'mass')], ('LoRA', 'A³Tune'))
-    print(f"Prior shift (fine-tuned on skewed `lesion_at` answers, tested on the inverted skew):\n{shift_md}\n")
+    tqdm.write(f"Prior shift (fine-tuned on skewed `lesion_at` answers, tested on the inverted skew):\n{shift_md}\n")   # above the bar
     shift_rows = [dict(table='prior_shift', name=r['variant'], seed=r['seed'], steps=r['steps'], shifted_acc=r['shifted']['acc'],
                        iid_acc=r['iid']['acc'], shifted_mass=r['shifted']['mass'], base_sha=r['base_sha']) for r in shift]
     (out/'results.json').write_text(json.dumps(results + shift_rows, indent=1))   # the table's rows, then the prior-shift rows
@@ -549,7 +549,7 @@ def demo_command(out:str='a3tune-demo', # output folder
                  scorer_steps:int=400, # optimiser steps of the scorer fit
                  figures:int=3, # attention figures to draw
                  base:str=None, # phantom base folder (default: the shipped one)
-                 progress:bool=True, # show progress bars
+                 progress:bool=True, # show progress bars (with --no-progress: one printed line per stage)
                 )->dict:
     "LoRA vs A³Tune end to end on the phantom benchmark, on CPU, no download: `demo` with a printed table."
     set_threads(threads)
