@@ -8,9 +8,10 @@ __all__ = ['VQA_METRICS', 'ATTN_METRICS', 'LEVELS', 'EVAL_TASKS', 'normalize_leg
            'score_item', 'bootstrap_ci', 'VQATable', 'vqa_table', 'register_attention_metric', 'minmax', 'coverage',
            'intensity', 'mass_in_gt', 'attention_metrics', 'attention_table', 'slake_items', 'gt_grid', 'token_shape',
            'attention_maps', 'eq2_map', 'attention_records', 'model_view', 'view_mask', 'one_tile', 'original_view',
-           'figure_maps', 'show_attention', 'compare_attention', 'load_items', 'load_eval_model', 'json_safe',
-           'head_budget', 'card_metrics', 'eval_split', 'evaluate', 'eval_cli', 'register_eval_task', 'eval_task_cli',
-           'read_detection', 'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt', 'load_slake']
+           'figure_maps', 'shorten', 'show_attention', 'compare_attention', 'load_items', 'load_eval_model',
+           'json_safe', 'head_budget', 'card_metrics', 'eval_split', 'evaluate', 'eval_cli', 'register_eval_task',
+           'eval_task_cli', 'read_detection', 'box_mask', 'slake_regions', 'named_labels', 'SlakeGT', 'slake_gt',
+           'load_slake']
 
 # %% ../nbs/05b_evaluation.ipynb #2c5d6a67
 import json, re, math, inspect, warnings
@@ -381,26 +382,40 @@ def figure_maps(processor, # the model's processor
     view = original_view(image)
     return view, {k: tokens_to_image(m, view.shape[:2], processor) for k, m in maps.items()}, None if gt is None else np.asarray(gt, bool)
 
+def shorten(text:str, # a title
+            n:int=36, # most characters kept
+           )->str:
+    "`text` cut to `n` characters, ending in '…' when cut."
+    text = ' '.join(str(text).split())
+    return text if len(text) <= n else text[:n - 1].rstrip() + '…'
+
 def show_attention(view:np.ndarray, # [H, W, 3] from `model_view` (or `figure_maps`)
                    maps:dict, # title -> map on the token grid [rows, cols] (or painted [H, W], see `figure_maps`)
                    gt=None, # ground truth to outline: a view mask [H, W] (`view_mask`) or a grid [rows, cols] (cells ≥ 0.5)
-                   figsize=(8, 2.6), # figure size
-                   dpi:int=70, # figure resolution
+                   figsize=None, # figure size in inches (default: 3.2 per map, at least 9, by 3.9)
+                   dpi:int=110, # figure resolution (the default figure is ≥ 990 px wide)
+                   title_chars:int=36, # titles longer than this are cut with '…'
+                   gt_label:str='ground-truth region', # legend entry of the white contour
                   ):
-    "Side-by-side overlays of attention maps on the model's view of the image (or the original, see `figure_maps`; NaN is left clear); returns the figure."
+    "Side-by-side overlays of attention maps on the model's view of the image (or the original, see `figure_maps`; NaN is left clear), with a colour bar and a legend; returns the figure."
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     H, W = view.shape[:2]
-    fig, axs = plt.subplots(1, len(maps), figsize=figsize, dpi=dpi, squeeze=False)
+    fig, axs = plt.subplots(1, len(maps), figsize=figsize or (max(3.2 * len(maps), 9.), 3.9), dpi=dpi, squeeze=False, layout='constrained')
     for ax, (title, m) in zip(axs[0], maps.items()):
         m = torch.as_tensor(m, dtype=torch.float64); ok = ~m.isnan()                  # NaN: pixels the model does not see
         m = torch.full_like(m, float('nan')).masked_scatter(ok, minmax(m[ok]))
-        ax.imshow(view); ax.imshow(m.numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest')
+        ax.imshow(view, extent=(0, W, H, 0))   # pixel edges at integers, like the map's cells and the contour
+        im = ax.imshow(m.numpy(), extent=(0, W, H, 0), cmap='jet', alpha=0.45, interpolation='nearest', vmin=0, vmax=1)
         if gt is not None:
             g = torch.as_tensor(gt, dtype=torch.float32).numpy() >= 0.5
             up = g if g.shape == (H, W) else g[np.arange(H) * g.shape[0] // H][:, np.arange(W) * g.shape[1] // W]
-            ax.contour(np.arange(W) + .5, np.arange(H) + .5, up, levels=[0.5], colors='w', linewidths=1)
-        ax.set_title(title, fontsize=9); ax.axis('off')
-    fig.tight_layout()
+            if up.any() and not up.all(): ax.contour(np.arange(W) + .5, np.arange(H) + .5, up, levels=[0.5], colors='w', linewidths=1.5)
+        ax.set_title(shorten(title, title_chars), fontsize=10); ax.axis('off')
+    fig.colorbar(im, ax=axs[0].tolist(), shrink=0.8, label='attention (min-max per map)')
+    if gt is not None:
+        fig.legend(handles=[Line2D([], [], color='w', lw=2, label=gt_label)], loc='outside lower center', facecolor='0.3',
+                   labelcolor='w', fontsize=9)
     return fig
 
 # %% ../nbs/05b_evaluation.ipynb #8b8b23df
@@ -412,9 +427,9 @@ def compare_attention(models:dict, # title -> model (e.g. {'before': base, 'afte
                       gt=None, # a bool mask [H, W] on the original image to outline (e.g. `slake_gt(...).mask`)
                       R:int=128, # heads of the Eq. 9 map
                       on:str='auto', # draw on the model's view or the original image, see `figure_maps`
-                      **kwargs, # passed to `show_attention` (figsize, dpi)
+                      **kwargs, # passed to `show_attention` (figsize, dpi, title_chars)
                      ):
-    "For each model, the Eq. 2 map and the top-`R` heads' map over the image (`figure_maps`), side by side."
+    "For each model, the Eq. 2 map and the top-`R` heads' map (R capped at the model's heads, as titled) over the image (`figure_maps`), side by side."
     maps = {}
     for name, m in models.items():
         a = attention_maps(m, processor, image, question, answer, R=R)
@@ -472,7 +487,7 @@ def _eval_figures(model, processor, items, root, folder, R):
             ans = attention_maps(model, processor, it['image'], it['question'], it['prediction'], R=R)
             fig = show_attention(*figure_maps(processor, it['image'], {'Eq. 2': maps['eq2'], f'top-{R} heads': maps['heads'],
                                  'Eq. 2, + answer': ans['eq2'], f'top-{R} heads, + answer': ans['heads']}, slake_gt(it, root).mask))
-        fig.suptitle(f"{it['question']} → {it.get('prediction', '')!r} (ref {it.get('reference')!r})", fontsize=8)
+        fig.suptitle(f"{shorten(it['question'], 70)} → {shorten(it.get('prediction', ''), 30)!r} (ref {shorten(it.get('reference', ''), 30)!r})", fontsize=10)
         fig.savefig(folder/f"{it.get('id', 'item')}.png"); plt.close(fig)
 
 def json_safe(x, # a JSON-able structure with floats
