@@ -715,7 +715,7 @@ def read_labels(path)->tuple:
     if recs[0].get('version') != LABELS_VERSION: raise LabelFileError(f"{path}: label format version {recs[0].get('version')}, this a3tune reads {LABELS_VERSION}")
     out, line = {}, {}
     for r, n in zip(recs[1:], at[1:]):
-        if r['id'] in out: raise LabelFileError(f"{path}: lines {line[r['id']]} and {n} both hold id {r['id']!r}; a label file holds one record per sample (keep one of them)")
+        if r['id'] in out: raise LabelFileError(f"{path}: line {n}: sample {r['id']} already has a record on line {line[r['id']]}; a label file holds one record per sample")
         out[r['id']], line[r['id']] = r, n
     return recs[0], out
 

@@ -83,7 +83,7 @@ def test_image_paths_stay_inside_the_root(data, capsys, bad):
 def test_duplicate_ids_are_an_error_naming_both_lines(tmp_path):
     recs = [{'id': i, 'image': f'{i}.png', 'segments': []} for i in ('a', 'b', 'a')]
     p = write_labels(tmp_path/'l.jsonl', {'k': 4}, recs)
-    with pytest.raises(LabelFileError, match=r"lines 2 and 4 both hold id 'a'"): read_labels(p)
+    with pytest.raises(LabelFileError, match=r"l.jsonl: line 4: sample a already has a record on line 2"): read_labels(p)
 
 @pytest.fixture
 def tiny_sam(monkeypatch):
