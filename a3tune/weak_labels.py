@@ -764,8 +764,9 @@ def _lock_holder(path)->str:
 def lock_output(path, # a label file (or a shard's part file) this process will write
                ):
     "Open `path` for appending and take a non-blocking advisory lock (fcntl.flock) on it; close the file to release it."
-    import fcntl
     f = open(path, 'a')
+    try: import fcntl
+    except ImportError: return f   # no flock (Windows): unlocked
     try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
