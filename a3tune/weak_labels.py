@@ -6,12 +6,12 @@
 __all__ = ['SEGMENTERS', 'SAM_AMG_DEFAULTS', 'SCORERS', 'BIOMEDCLIP', 'TEXT_TEMPLATES', 'ORGANS', 'ABNORMAL', 'LABELS_FORMAT',
            'LABELS_VERSION', 'CROP_MODES', 'ImageError', 'load_image', 'rle_encode', 'rle_decode', 'rle_area',
            'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'IntensityBoxes', 'Combined',
-           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'sam_filters', 'SAM', 'Scorer',
+           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'sam_filters', 'load_sam', 'SAM', 'Scorer',
            'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm', 'minilm_embed',
            'region_position', 'pool_weights', 'region_features', 'default_scorer_weights', 'MiniLMScorer',
            'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError', 'label_settings',
-           'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image', 'make_record', 'build_labels',
-           'run_labels', 'labels_cli', 'show_segments']
+           'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image', 'make_record',
+           'OutputInUseError', 'lock_output', 'build_labels', 'run_labels', 'labels_cli', 'show_segments']
 
 # %% ../nbs/01_weak_labels.ipynb #dde115c2
 import os, re, sys, json, time, math, hashlib, warnings
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import store_attr, patch
 from fastcore.script import Param
 from .preliminaries import run_cli
-from .formats import sha256_file
+from .formats import sha256_file, inside_root
 from .backbones import check_backbone   # also registers the Qwen2-VL / Gemma 3 geometries
 
 # %% ../nbs/01_weak_labels.ipynb #5de892d4
@@ -298,7 +298,7 @@ def encode(self:LiteMedSAM, img:np.ndarray)->dict:
 def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
     "Low-res logits [N, 256, 256] and predicted IoU [N] for XYXY boxes (256-px space)."
     sam, logits, ious = self.sam, [], []
-    for b in boxes.split(self.batch):
+    for b in (boxes.split(self.batch) if len(boxes) else []):   # no prompt boxes (e.g. a constant image): no masks
         sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
         lo, iou = sam.mask_decoder(image_embeddings=emb.to(self.device), image_pe=sam.prompt_encoder.get_dense_pe(),
                                    sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
@@ -370,6 +370,21 @@ def sam_filters(segs:Segments,                # a segmenter's output
     keep &= (b[:, 2] > min_box * W) & (b[:, 3] > min_box * H)
     return segs.subset(np.flatnonzero(keep).tolist())
 
+def load_sam(checkpoint:str,         # SAM checkpoint (a state dict, e.g. sam_vit_h_4b8939.pth)
+             model_type:str='vit_h', # key of `segment_anything.sam_model_registry`
+            ):
+    "A `Sam` model built by `segment_anything` and loaded with `torch.load(weights_only=True)` (no pickled code runs)."
+    from segment_anything import sam_model_registry
+    if checkpoint is None or not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint!r}. Download sam_vit_h_4b8939.pth (or pass model=).")
+    if model_type not in sam_model_registry: raise ValueError(f"unknown SAM model type {model_type!r}: choose one of {sorted(sam_model_registry)}")
+    try: sd = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    except Exception as e: raise ValueError(f"{checkpoint}: not a loadable SAM state dict ({type(e).__name__}: {str(e).splitlines()[0]}); use the official checkpoint file") from e
+    model = sam_model_registry[model_type](checkpoint=None)
+    try: model.load_state_dict(sd)
+    except Exception as e: raise ValueError(f"{checkpoint}: does not fit SAM model type {model_type!r} ({type(e).__name__}); check --sam-model-type") from e
+    return model
+
 class SAM(Segmenter):
     "`segment_anything`'s automatic mask generator with the reference code's settings and filters."
     def __init__(self, checkpoint:str=None, # SAM checkpoint (e.g. sam_vit_h_4b8939.pth)
@@ -380,11 +395,7 @@ class SAM(Segmenter):
                  drop_border:bool=True,        # `sam_filters`: drop segments touching the border
                  min_box:float=12 / 256,       # `sam_filters`: smallest kept box side, share of the image side
                  **amg):                       # overrides of `SAM_AMG_DEFAULTS`
-        from segment_anything import sam_model_registry
-        if model is None:
-            if checkpoint is None or not Path(checkpoint).is_file():
-                raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint!r}. Download sam_vit_h_4b8939.pth (or pass model=).")
-            model = sam_model_registry[model_type](checkpoint=str(checkpoint))
+        if model is None: model = load_sam(checkpoint, model_type)
         self.checkpoint, self.model_type, self.amg = str(checkpoint), model_type, {**SAM_AMG_DEFAULTS, **amg}
         self.filters = dict(max_area=max_area, drop_border=drop_border, min_box=min_box)
         self._model = model.to(device).eval()
@@ -693,16 +704,20 @@ def write_labels(path,                 # label file (JSONL) to write; replaced a
 def read_labels(path)->tuple:
     "(header, {id: record}) of a label file; drops a truncated last line."
     lines = Path(path).read_bytes().split(b'\n')
-    recs = []
+    recs, at = [], []
     for i, ln in enumerate(lines):
         if not ln.strip(): continue
-        try: recs.append(json.loads(ln))
+        try: recs.append(json.loads(ln)); at.append(i + 1)
         except json.JSONDecodeError:
             if i >= len(lines) - 2: break  # interrupted while writing the last line
             raise LabelFileError(f"{path}: line {i + 1} is not JSON")
     if not recs or recs[0].get('format') != LABELS_FORMAT: raise LabelFileError(f"{path} is not an a3tune label file (no '{LABELS_FORMAT}' header)")
     if recs[0].get('version') != LABELS_VERSION: raise LabelFileError(f"{path}: label format version {recs[0].get('version')}, this a3tune reads {LABELS_VERSION}")
-    return recs[0], {r['id']: r for r in recs[1:]}
+    out, line = {}, {}
+    for r, n in zip(recs[1:], at[1:]):
+        if r['id'] in out: raise LabelFileError(f"{path}: line {n}: sample {r['id']} already has a record on line {line[r['id']]}; a label file holds one record per sample")
+        out[r['id']], line[r['id']] = r, n
+    return recs[0], out
 
 # %% ../nbs/01_weak_labels.ipynb #9cece151
 def _check_labels(path, settings:dict, samples:dict)->dict:
@@ -733,6 +748,31 @@ def make_record(s:dict, segs:Segments, top:list, sha:str, h:str)->dict:
                           'quality': round(float(segs.scores[i]), 4)} for i, sc in top]}
 
 # %% ../nbs/01_weak_labels.ipynb #8ac59110
+class OutputInUseError(OSError):
+    "A label file that another process is writing."
+
+def _lock_holder(path)->str:
+    "Pid holding a lock on `path`, from /proc/locks (Linux); '?' elsewhere."
+    try:
+        st = os.stat(path); dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for ln in Path('/proc/locks').read_text().splitlines():
+            f = ln.split()
+            if dev in f: return f[f.index(dev) - 1]
+    except OSError: pass
+    return '?'
+
+def lock_output(path, # a label file (or a shard's part file) this process will write
+               ):
+    "Open `path` for appending and take a non-blocking advisory lock (fcntl.flock) on it; close the file to release it."
+    f = open(path, 'a')
+    try: import fcntl
+    except ImportError: return f   # no flock (Windows): unlocked
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise OutputInUseError(f"{path} is in use by pid {_lock_holder(path)} (another `a3tune labels` writing it); wait for it to finish or use another --out") from None
+    return f
+
 def _shard(rank, world):
     r = int(os.environ.get('RANK', 0)) if rank is None else rank
     return r, (int(os.environ.get('WORLD_SIZE', 1)) if world is None else world)
@@ -745,23 +785,25 @@ def _repair_tail(path):
         with open(path, 'r+b') as f: f.truncate(b.rfind(b'\n') + 1)
 
 def _label_shard(groups, mine, part, settings, samples, done, segmenter, scorer, k, root, skip_bad, progress, provenance=None):
-    h, errors, cache, n = settings_hash(settings), [], {}, 0
+    h, errors, empty, cache, n = settings_hash(settings), [], [], {}, 0
     _repair_tail(part)
     new = not part.exists() or part.stat().st_size == 0
     with open(part, 'a') as f:
-        if new: f.write(json.dumps(label_header(settings, provenance), default=str) + '\n')
+        if new: f.write(json.dumps(label_header(settings, provenance), default=str) + '\n'); f.flush(); os.fsync(f.fileno())   # a kill now leaves a valid file
         for im in tqdm(mine, desc='weak labels', unit='img', disable=not progress):
             todo = [s for s in groups[im] if s['id'] not in done]
             if not todo: continue
-            try: img = load_image(Path(root)/im)
+            path = inside_root(root, im, f"sample {todo[0]['id']}")
+            try: img = load_image(path)
             except ImageError as e:
                 if not skip_bad: raise
                 errors.append({'image': im, 'error': str(e), 'ids': [s['id'] for s in todo]}); continue
-            sha = sha256_file(Path(root)/im)
+            sha = sha256_file(path)
             segs, tops = label_image(img, [s['prompt'] for s in todo], segmenter, scorer, k, cache)
+            if not len(segs): empty.append(im)   # no proposals: an empty label (zero segments), reported
             for s, t in zip(todo, tops): f.write(json.dumps(make_record(s, segs, t, sha, h)) + '\n'); n += 1
             f.flush()
-    return n, errors
+    return n, errors, empty
 
 # %% ../nbs/01_weak_labels.ipynb #e69ef5c6
 def _check_images(recs:dict, root)->None:
@@ -776,7 +818,7 @@ def _check_images(recs:dict, root)->None:
 def _merge(out, parts, settings, order, provenance=None):
     recs = {}
     for p in [out] + parts:
-        if Path(p).exists(): recs.update(read_labels(p)[1])
+        if Path(p).exists() and Path(p).stat().st_size: recs.update(read_labels(p)[1])
     write_labels(out, settings, [recs[i] for i in order if i in recs], provenance)
     for p in parts: Path(p).unlink(missing_ok=True)
 
@@ -797,14 +839,22 @@ def build_labels(samples:list,        # `read_samples` output
     groups = {}
     for s in samples: groups.setdefault(s['image'], []).append(s)
     part = out if world == 1 else Path(f"{out}.part{rank}-of-{world}")
+    for s in samples: inside_root(image_root, s['image'], f"sample {s['id']}")   # the path rule of every command
+    locks = [lock_output(p) for p in dict.fromkeys([part] + ([out] if world > 1 and rank == 0 else []))]
+    try: return _build_locked(groups, samples, by_id, out, part, settings, prov, segmenter, scorer, k, image_root, skip_bad, rank, world, progress, poll, timeout, t0)
+    finally:
+        for f in locks: f.close()
+
+def _build_locked(groups, samples, by_id, out, part, settings, prov, segmenter, scorer, k, image_root, skip_bad, rank, world, progress, poll, timeout, t0):
     marker = Path(f"{out}.done{rank}-of-{world}"); marker.unlink(missing_ok=True)
     done = {}
     for p in dict.fromkeys([out, part]):
-        if p.exists(): done.update(_check_labels(p, settings, by_id))
+        if p.exists() and p.stat().st_size: done.update(_check_labels(p, settings, by_id))   # an empty file (killed before its header) is new
     _check_images({i: r for i, r in done.items() if i in by_id}, image_root)
     mine = [im for j, im in enumerate(groups) if j % world == rank]
-    n, errors = _label_shard(groups, mine, part, settings, samples, done, segmenter, scorer, k, image_root, skip_bad, progress, prov)
-    res = {'out': str(out), 'rank': rank, 'world': world, 'images': len(mine), 'written': n, 'resumed': len(done), 'errors': errors, 'provenance': prov}
+    n, errors, empty = _label_shard(groups, mine, part, settings, samples, done, segmenter, scorer, k, image_root, skip_bad, progress, prov)
+    res = {'out': str(out), 'rank': rank, 'world': world, 'images': len(mine), 'written': n, 'resumed': len(done), 'errors': errors,
+           'no_proposals': empty, 'provenance': prov}
     if world > 1:
         marker.write_text(json.dumps(res))
         if rank == 0:
@@ -813,6 +863,7 @@ def build_labels(samples:list,        # `read_samples` output
                 if timeout and time.time() - t0 > timeout: raise TimeoutError(f"ranks did not finish within {timeout} s: {[str(m) for m in marks if not m.exists()]}")
                 time.sleep(poll)
             res['errors'] = [e for m in marks for e in json.loads(m.read_text())['errors']]
+            res['no_proposals'] = [e for m in marks for e in json.loads(m.read_text())['no_proposals']]
             _merge(out, [Path(f"{out}.part{r}-of-{world}") for r in range(world)], settings, [s['id'] for s in samples], prov)
             for m in marks: m.unlink(missing_ok=True)
     return res
@@ -849,7 +900,8 @@ def run_labels(data:str,             # LLaVA conversation JSON or SLAKE split JS
     print(f"scorer {scorer}: trained on {prov['trained_on']}; zero-shot labels: {zs}", file=sys.stderr)
     res = build_labels(read_samples(data), out, seg, sc, k, images, skip_bad, progress=not no_progress)
     for e in res['errors']: print(f"skipped {e['image']}: {e['error']}", file=sys.stderr)
-    print(json.dumps({a: (len(v) if a == 'errors' else v) for a, v in res.items() if a != 'provenance'}))
+    if res['no_proposals']: print(f"{len(res['no_proposals'])} images had no segment proposals and got empty labels (e.g. {res['no_proposals'][0]})", file=sys.stderr)
+    print(json.dumps({a: (len(v) if a in ('errors', 'no_proposals') else v) for a, v in res.items() if a != 'provenance'}))
     return 0
 
 # %% ../nbs/01_weak_labels.ipynb #3875da8c
