@@ -22,6 +22,7 @@ from .preliminaries import tiny_llava, set_threads
 from .weak_labels import (Felzenszwalb, Scorer, minilm_embed, train_projection, region_position, build_labels, read_samples,
                                 read_labels, rle_encode, rle_decode, mask_box, settings_hash, write_labels)
 from .data import prompt_text
+from .formats import sha256_file
 
 # %% ../nbs/05c_phantom.ipynb #b34c8a8d
 ORGANS = ('liver', 'kidney', 'spleen', 'lung')
@@ -419,7 +420,7 @@ def write_gt_labels(items:list, # the phantom items of the set
     h, root, shas, lines = settings_hash(settings), Path(json_path).parent, {}, []
     for it in items:
         img = f"images/{it['image_id']}.png"
-        if img not in shas: shas[img] = hashlib.sha256((root/img).read_bytes()).hexdigest()
+        if img not in shas: shas[img] = sha256_file(root/img)
         ms = [m for m in (it['mask'] == it['labels'][n] for n in it['gt']) if m.any()]
         lines.append(dict(id=it['id'], image=img, image_sha256=shas[img], prompt=it['question'], size=list(it['mask'].shape),
                           n_proposals=len(ms), settings_hash=h, segments=[dict(rle=rle_encode(m), box=mask_box(m), score=1., quality=1.) for m in ms]))

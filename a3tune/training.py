@@ -671,7 +671,7 @@ def _portable_args(args:TrainingArguments, folder)->TrainingArguments:
     "A copy of `args` whose folders are relative to `folder`, so a saved run holds no absolute path."
     a = copy.copy(args)
     for k in ('output_dir', 'logging_dir'):
-        if getattr(a, k, None): setattr(a, k, os.path.relpath(os.path.abspath(getattr(a, k)), os.path.abspath(folder)))
+        if getattr(a, k, None): setattr(a, k, _portable(getattr(a, k), folder))
     return a
 
 PARTIAL_DIR = '.a3tune-partial'   # checkpoints are written here and renamed into the output directory when complete
