@@ -3,6 +3,7 @@
 
     python tools/build_phantom_base.py                 # the shipped recipe: 5,000 steps, batch 32, one thread
     python tools/build_phantom_base.py --steps 300 --out /tmp/base   # a quick try
+    python tools/base_sweep.py --device cuda                          # several recipes at once, with their LoRA margins
 
 Prints the loss while training and the held-out accuracy per pre-training question type at the end; writes
 `model.safetensors`, `config.json`, the processor/tokenizer files and `build_report.json` into `--out`.
@@ -22,10 +23,12 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0, help='seed of the model, data and batch order')
     p.add_argument('--vision-pos-std', type=float, default=.5, help="tiny_llava's vision position-embedding init std")
     p.add_argument('--patch-bias-std', type=float, default=0., help="tiny_llava's shared patch-bias init std (0: none)")
+    p.add_argument('--kind', default='pretrain', help="question mix: 'pretrain' or 'pretrain_names' (adds 'which side has the liver')")
+    p.add_argument('--device', default='cpu', help="where it trains: 'cpu' or 'cuda'")
     p.add_argument('--out', default=str(PHANTOM_BASE), help='checkpoint folder')
     a = p.parse_args(argv)
     model, proc, report = pretrain_phantom_base(steps=a.steps, n_images=a.n_images, bs=a.bs, lr=a.lr, seed=a.seed, n_eval=a.n_eval,
-                                                 vision_pos_std=a.vision_pos_std, patch_bias_std=a.patch_bias_std)
+                                                 vision_pos_std=a.vision_pos_std, patch_bias_std=a.patch_bias_std, kind=a.kind, device=a.device)
     out = save_phantom_base(model, proc, report, a.out)
     print(f"\nheld-out accuracy ({report['n_eval']} pre-training images never seen in training):")
     for k, v in report['heldout_accuracy'].items(): print(f"  {k:<15}{v:.3f}")

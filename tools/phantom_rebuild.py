@@ -236,7 +236,7 @@ def main(argv=None)->int:
         (out/'sweep.json').write_text(json.dumps(dict(pick=None, return_codes=rcs, recipes=res), indent=1))
         with tarfile.open(out/'logs.tar.gz', 'w:gz') as t: t.add(work/'sweep', arcname='sweep')
         return 3 if time.time() > deadline else 1
-    if a.pick: chosen = dict(chosen, recipe=a.pick, overridden_by='--pick', dropped=res[a.pick]['sanity']['dropped'])
+    if a.pick: chosen = dict(chosen, recipe=a.pick, rule_pick=chosen['recipe'], key=list(base_sweep.rank_key(res[a.pick])), dropped=res[a.pick]['sanity']['dropped'])
     log(f"pick: {chosen['recipe']} (key {chosen['key']}); dropped types: {chosen['dropped']}")
     (out/'sweep.json').write_text(json.dumps(dict(pick=chosen, return_codes=rcs, table=base_sweep.table(res), recipes=res), indent=1))
     if any(rc != 0 for rc in rcs.values()): status = 1
