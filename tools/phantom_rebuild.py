@@ -169,7 +169,7 @@ def main(argv=None)->int:
     p.add_argument('--work', default=None, help='working folder (data, adapters, done records; resumable); default /tmp/a3tune-rebuild[-smoke]')
     p.add_argument('--recipes', nargs='+', default=None, help='sweep recipes (default: all of base_sweep.RECIPES)')
     p.add_argument('--pick', default=None, help="ship this recipe instead of the rule's pick")
-    p.add_argument('--max-train-s', type=float, default=100., help="each recipe's pre-training cut to fit this many seconds")
+    p.add_argument('--max-train-s', type=float, default=90., help="each recipe's pre-training cut to fit this many seconds")
     p.add_argument('--deadline-s', type=float, default=540., help='stop running jobs and pack at this many seconds')
     p.add_argument('--smoke', action='store_true', help='everything shrunk (few steps, 1 seed, 2 runs per grid), into a temp tree')
     p.add_argument('--text-cache', default='auto', choices=('auto', 'always', 'never'),
