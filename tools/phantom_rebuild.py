@@ -106,6 +106,11 @@ def run_job(job:dict, work:str, base:str, smoke:bool, text_cache:bool=False)->di
             elif kind == 'grounding':
                 from a3tune.experiments import grounding_run
                 res = grounding_run(*job['run'], exp, work/'grounding', base, steps=2 if smoke else None)
+            elif kind == 'check_base':   # the installed base's held-out accuracy re-measured here on the CPU, against its build report
+                from a3tune.phantom import load_phantom_base, make_phantom_set, phantom_accuracy
+                rep = json.loads((Path(base)/'build_report.json').read_text()); model, proc = load_phantom_base(base)
+                acc = phantom_accuracy(model, proc, make_phantom_set(4 if smoke else rep['n_eval'], rep['seed'] + 1000, rep.get('kind', 'pretrain')))
+                res = dict(cpu=acc, report=rep['heldout_accuracy'], max_abs_diff=max(abs(acc[k] - v) for k, v in rep['heldout_accuracy'].items() if k in acc))
             elif kind == 'demo':
                 from a3tune.experiments import demo
                 res = demo(work/'demo', base=base, progress=False, **(SMOKE_DEMO if smoke else {}))
@@ -128,7 +133,7 @@ def grid_jobs(smoke:bool)->dict:
     tab = cut([fix(s) for s in table_specs(*([seeds] if seeds else []))])
     abl = cut([fix(s) for s in ablation_specs(seeds or (0, 1))])
     grd = cut(grounding_specs(*([seeds] if seeds else [])))
-    return dict(demo=[dict(id='demo', kind='demo', group='demo')],
+    return dict(demo=[dict(id='demo', kind='demo', group='demo'), dict(id='check_base', kind='check_base', group='check')],
                 sanity=[dict(id=_id('sanity', s), kind='sanity', group='sanity', seed=s) for s in (SANITY_SEEDS[:1] if smoke else SANITY_SEEDS)],
                 table=[dict(id=_id('table', s['name'], s['seed']), kind='grid', group='table', spec=s) for s in tab],
                 ablations=[dict(id=_id('ablation', s['name'], s['seed']), kind='grid', group='ablations', spec=s) for s in abl],
@@ -273,6 +278,7 @@ def main(argv=None)->int:
         g['jobs'] += 1
         if j['id'] in done: g['done'] += 1; g['one_thread_s'] = round(g['one_thread_s'] + done[j['id']]['wall_s'], 1)
     summary = dict(status=status, wall_s=round(time.time() - t0, 1), base_sha=sha, pick=chosen['recipe'], groups=groups,
+                   check_base=done.get('check_base', {}).get('result'),
                    one_thread_s=round(sum(g['one_thread_s'] for g in groups.values()), 1),
                    missing=[j['id'] for j in all_jobs if j['id'] not in done], failed=failed, written=[str(w) for w in written],
                    jobs={i: dict(group=r['group'], wall_s=r['wall_s']) for i, r in done.items()})
