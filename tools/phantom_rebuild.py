@@ -122,17 +122,23 @@ def run_job(job:dict, work:str, base:str, smoke:bool, text_cache:bool=False)->di
     except Exception:
         return dict(id=job['id'], kind=kind, group=job['group'], ok=False, wall_s=round(time.time() - t0, 1), error=traceback.format_exc()[-3000:])
 
-def _id(*parts): return '-'.join(str(p) for p in parts).replace('³', '3').replace('λ', 'lambda').replace(' ', '_').replace('=', '')
+def _id(*parts):
+    "A job id that is a safe file name: 'ablation-w/o Q-MoE-0' → 'ablation-wo_Q-MoE-0'."
+    s = '-'.join(str(p) for p in parts).replace('³', '3').replace('λ', 'lambda').replace(' ', '_')
+    return ''.join(c for c in s if c.isascii() and (c.isalnum() or c in '-_.'))
 
 def grid_jobs(smoke:bool)->dict:
     "The jobs of every cache, by group, in the order the caches list them."
     from a3tune.experiments import table_specs, ablation_specs, grounding_specs
-    cut = (lambda xs: xs[:2]) if smoke else (lambda xs: xs)
+    from a3tune.experiments import GROUNDING
     fix = _smoke_cfg if smoke else (lambda s: s)
     seeds = (0,) if smoke else None
-    tab = cut([fix(s) for s in table_specs(*([seeds] if seeds else []))])
-    abl = cut([fix(s) for s in ablation_specs(seeds or (0, 1))])
-    grd = cut(grounding_specs(*([seeds] if seeds else [])))
+    tab = [fix(s) for s in table_specs(*([seeds] if seeds else []))]
+    abl = [fix(s) for s in ablation_specs(seeds or (0, 1))]
+    grd = grounding_specs(*([seeds] if seeds else []))
+    if smoke:   # two runs per grid, chosen to touch each code path: base and A³Tune; GT labels and a name with '/'; prior shift and the balanced split
+        tab, abl = [tab[0], tab[-1]], [abl[0], next(s for s in abl if '/' in s['name'])]
+        grd = [grd[0], next(r for r in grd if r[0] == f"n{GROUNDING['balanced']}" and r[1] == 'A³Tune')]
     return dict(demo=[dict(id='demo', kind='demo', group='demo'), dict(id='check_base', kind='check_base', group='check')],
                 sanity=[dict(id=_id('sanity', s), kind='sanity', group='sanity', seed=s) for s in (SANITY_SEEDS[:1] if smoke else SANITY_SEEDS)],
                 table=[dict(id=_id('table', s['name'], s['seed']), kind='grid', group='table', spec=s) for s in tab],
