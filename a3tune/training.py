@@ -235,6 +235,7 @@ def training_args(cfg:A3TuneConfig, # the configuration
     if not torch.cuda.is_available():
         d['dataloader_pin_memory'] = False
         if int(os.environ.get('WORLD_SIZE', 1)) > 1: d.update(use_cpu=True, ddp_backend='gloo')   # else each CPU process trains alone
+        elif _bf16(cfg) and not torch.backends.mps.is_available(): d['use_cpu'] = True   # bf16 on a CPU: the Trainer's CPU autocast (refused otherwise)
     if 'gradient_checkpointing' in kw: kw['activation_checkpointing'] = kw.pop('gradient_checkpointing')   # the v5 name
     d.update(kw)
     d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
