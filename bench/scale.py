@@ -37,6 +37,7 @@ The 32-layer time is fixed + 32 · per-layer from the same fit (batch 1 and 2).
     python bench/scale.py --quick                                    # hidden 512 etc.: the whole pipeline on a CPU in minutes
     python bench/scale.py --device cuda --dtype bfloat16 --json scale.json      # the real size (one GPU, ~2-3 min)
     python bench/scale.py --layers 1 --batches 1 --images 576        # the real size on a CPU: one point per style
+    cp OUT/scale.json nbs/cache/ && python bench/scale.py --render nbs/06_experiments.ipynb && nbdev_clean   # update 06
 """
 import argparse, gc, json, math, os, platform, statistics, subprocess, sys, time
 
@@ -260,6 +261,21 @@ def report(pts, proj, meta):
                      f"{r['total_b1_gib']:.1f} | " + ' | '.join(str(r['fits'][c]) if r['fits'][c] else 'no' for c in CAPACITIES) + ' |')
     return '\n'.join(L)
 
+def render_notebook(nb='nbs/06_experiments.ipynb'):
+    "Re-run the cell of `nb` that renders nbs/cache/scale.json and store its output (after the cache was replaced)."
+    from fastcore.test import test_eq
+    from IPython.display import Markdown
+    from a3tune.formats import repo_root
+    d = json.load(open(nb))
+    cell = next(c for c in d['cells'] if c['cell_type'] == 'code' and "CACHE/'scale.json'" in ''.join(c['source']))
+    body, last = ''.join(cell['source']).rsplit('\n', 1)
+    g = dict(json=json, test_eq=test_eq, Markdown=Markdown, repo_root=repo_root, CACHE=repo_root()/'nbs'/'cache')
+    exec(body, g); md = eval(last, g).data
+    cell['outputs'] = [dict(data={'text/markdown': md.splitlines(True), 'text/plain': ['<IPython.core.display.Markdown object>']},
+                            execution_count=None, metadata={}, output_type='execute_result')]
+    with open(nb, 'w') as f: json.dump(d, f, indent=1, ensure_ascii=False); f.write('\n')
+    print(md)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
@@ -272,7 +288,9 @@ def main(argv=None):
     ap.add_argument('--styles', nargs='+', default=list(STYLES), choices=STYLES)
     ap.add_argument('--reps', type=int, default=None, help='timed steps per point (default 3 on CUDA, 1 on CPU)')
     ap.add_argument('--one', help=argparse.SUPPRESS)
+    ap.add_argument('--render', metavar='NOTEBOOK', help="only re-render NOTEBOOK's scale cell from nbs/cache/scale.json (run from the repo root)")
     a = ap.parse_args(argv)
+    if a.render: render_notebook(a.render); return 0
     dims = QUICK if a.quick else REAL
     reps = a.reps or (3 if a.device == 'cuda' else 1)
     import torch
