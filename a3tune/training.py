@@ -235,6 +235,7 @@ def training_args(cfg:A3TuneConfig, # the configuration
     if not torch.cuda.is_available():
         d['dataloader_pin_memory'] = False
         if int(os.environ.get('WORLD_SIZE', 1)) > 1: d.update(use_cpu=True, ddp_backend='gloo')   # else each CPU process trains alone
+        elif _bf16(cfg) and not torch.backends.mps.is_available(): d['use_cpu'] = True   # bf16 on a CPU: the Trainer's CPU autocast (refused otherwise)
     if 'gradient_checkpointing' in kw: kw['activation_checkpointing'] = kw.pop('gradient_checkpointing')   # the v5 name
     d.update(kw)
     d.update(remove_unused_columns=False, activation_checkpointing_kwargs={'use_reentrant': False})
@@ -427,11 +428,20 @@ _all_ = ['A3MOE_FILE', 'A3TuneModel']   # defined in a3moe, part of the adapter 
 
 def _unwrap(model): return model.get_base_model() if isinstance(model, PeftModel) else model
 
-def base_fingerprint(model)->dict:
+def _fqn(name:str)->str: return name.replace('_fsdp_wrapped_module.', '').replace('_checkpoint_wrapped_module.', '')   # FSDP1 / checkpoint wrappers
+
+def base_fingerprint(model, # the model (PEFT-wrapped is fine)
+                     state_dict:dict|None=None, # full state dict (gathered under ZeRO-3 / FSDP): the embedding is read from it
+                    )->dict:
     "What identifies a base model: architecture sizes, image token and a probe of the frozen input embedding."
     m = _unwrap(model); ad = get_adapter(m); tc = ad.text_config
-    w = m.get_input_embeddings().weight.detach()
-    probe = w.float().flatten()[::max(1, w.numel() // 32)][:32].tolist() if w.numel() else None   # empty under ZeRO-3 sharding
+    w = m.get_input_embeddings().weight
+    if state_dict is not None:
+        n = next((_fqn(k) for k, p in model.named_parameters() if p is w), None)
+        w = next((state_dict[c] for c in (n, f'module.{n}') if n and c in state_dict), w)
+    w = w.detach()
+    sharded = hasattr(w, 'to_local') or not w.numel()                                # a DTensor (FSDP2) or empty (ZeRO-3)
+    probe = None if sharded else w.float().flatten()[::max(1, w.numel() // 32)][:32].tolist()
     return dict(model_type=m.config.model_type, hidden_size=tc.hidden_size, num_layers=ad.num_layers, num_heads=ad.num_heads,
                 num_kv_heads=ad.num_kv_heads, vocab_size=m.get_input_embeddings().num_embeddings, image_token_id=ad.image_token_id,
                 embed_probe=probe, name_or_path=getattr(m.config, '_name_or_path', ''))
@@ -464,7 +474,7 @@ def _moe_tensors(model, state_dict=None)->dict:
     for k, m in a3moe_modules(model).items():
         for n, p in m.named_parameters():
             if n.startswith('base.'): continue
-            full = f"{names[id(m)]}.{n}"
+            full = _fqn(f"{names[id(m)]}.{n}")
             out[f'{k}.{n}'] = next((state_dict[c] for c in (full, 'module.' + full) if c in state_dict), p.detach())
     return out
 
@@ -492,7 +502,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
         _portable_peft_config(out)
     if moe := _moe_tensors(model, state_dict):
         save_file({k: v.detach().float().contiguous().cpu() for k, v in moe.items()}, out/A3MOE_FILE); files.append(A3MOE_FILE)
-    conf, fp = cfg.to_dict(), base_fingerprint(model)
+    conf, fp = cfg.to_dict(), base_fingerprint(model, state_dict)
     conf['head_profile'], fp['name_or_path'] = _portable(conf['head_profile'], out) or None, _portable(fp['name_or_path'], out)
     meta = dict(format=ADAPTER_FORMAT, version=1, config=conf, base=fp, files=files + [CARD_FILE])
     if metrics: meta['metrics'] = metrics
