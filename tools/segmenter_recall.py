@@ -160,6 +160,27 @@ def seg_feats(lm, img, segs):
     return region_features(ex['litemedsam_embed'], segs, ex['litemedsam_scale'])
 
 
+def coverage(root, caps=(None, 96, 64, 48)):
+    "Prompt boxes alone (no LiteMedSAM): per CT/MRI region, the best box IoU of the default's and of litemedsam-ms's prompts (at each cap)."
+    from a3tune.weak_labels import LiteMedSAMMS, rank_boxes
+    old, ms, rows = LiteMedSAM(), LiteMedSAMMS(), []
+    for f, (sp, mod) in image_folders(root).items():
+        if mod == 'X-Ray': continue
+        img = load_image(root / 'imgs' / f / 'source.jpg'); s = 256 / max(img.shape[:2]); regs = gt_regions(root / 'imgs' / f)
+        gb = np.array([tight_box(m) for _, m in regs], float) * s
+        xywh = lambda b: np.c_[b[:, :2], b[:, 2:] - b[:, :2]]
+        c0 = time.process_time(); b = np.asarray(ms.boxes_from(img).boxes, np.float64).reshape(-1, 4) * s; t_ms = time.process_time() - c0
+        b = np.round(np.c_[b[:, :2], b[:, :2] + b[:, 2:]] / ms.dedup) * ms.dedup; u, n = np.unique(b, axis=0, return_counts=True)
+        c0 = time.process_time(); po = old.prompts(img, s).numpy(); t_old = time.process_time() - c0
+        best = {'default': box_iou(gb, xywh(po)).max(1, initial=0)}
+        for c in caps: best[f'ms_{c or "all"}'] = box_iou(gb, xywh(u[rank_boxes(u, n, ms.box_nms, c)])).max(1, initial=0)
+        rows += [{'image': f, 'modality': mod, 'label': l, 'side_256': float(math.sqrt(m.sum()) * s), **{k: float(v[j]) for k, v in best.items()}}
+                 for j, (l, m) in enumerate(regs)]
+        rows[-1].update(prompts_default=len(po), unique_ms=len(u), boxes_cpu_s_default=t_old, boxes_cpu_s_ms=t_ms)
+        print(f, flush=True)
+    return rows
+
+
 def join(files):
     "Concatenate shard outputs (same methods, disjoint images)."
     outs = [json.loads(Path(f).read_text()) for f in files]; out = outs[0]
@@ -170,15 +191,15 @@ def join(files):
     return out
 
 
-def cv_questions(out, feats, qa, folds=5, steps=400):
+def cv_questions(out, feats, qa, folds=5, steps=400, cache=None):
     "Question rows of every method, scored by a projection fitted per fold without the held-out images (train_scorer's folds)."
-    from train_scorer import fit
+    from train_scorer import fit, image_samples
     from a3tune.weak_labels import minilm_embed, top_k
     ct = [f for f, (_, m) in image_folders(SLAKE).items() if m != 'X-Ray']
-    samples = {f: {'feats': feats[f]['gt_feats'], 'labels': feats[f]['labels'],
-                   'questions': [(d['question'], sorted(named_labels(d['question'], set(feats[f]['labels']))))
-                                 for d in qa if Path(d['img_name']).parent.name == f]} for f in ct}
-    for f in ct: samples[f]['questions'] = [(q, n) for q, n in samples[f]['questions'] if n]
+    if cache and Path(cache).is_file(): samples = torch.load(cache, weights_only=False)
+    else:   # ground-truth region features of every CT/MRI image (the folds' training data)
+        samples = image_samples(SLAKE, ct)
+        if cache: torch.save(samples, cache)
     order = np.random.default_rng(0).permutation(len(ct)); proj_of = {}
     for k in range(folds):
         held = [ct[i] for i in order[k::folds]]; pk = fit(samples, [f for f in ct if f not in held], steps)[0]
@@ -222,13 +243,16 @@ def main(argv=None):
     p.add_argument('--feats', nargs='*', default=[], help='feature file to write (with --no-scorer), or files to read (with --cv)')
     p.add_argument('--join', nargs='*', default=[], help='only concatenate these shard outputs into --out')
     p.add_argument('--cv', type=int, default=0, help='only: question rows of --out from --feats, scorer by N-fold cross-validation')
+    p.add_argument('--samples', default=None, help='with --cv: cache file of the ground-truth region features (made if missing)')
+    p.add_argument('--coverage', action='store_true', help='only: prompt-box coverage of every CT/MRI region (no LiteMedSAM) into --out')
     a = p.parse_args(argv)
+    if a.coverage: Path(a.out).write_text(json.dumps({'coverage': coverage(Path(a.data))}, default=float)); return 0
     if a.join: Path(a.out).write_text(json.dumps(join(a.join), default=float)); return 0
     if a.cv:
         torch.set_num_threads(1); feats = {}
         for f in a.feats: feats.update(torch.load(f, weights_only=False))
         qa = [d for sp in ('train', 'validate') for d in json.loads((Path(a.data) / f'{sp}.json').read_text())]
-        out = cv_questions(json.loads(Path(a.out).read_text()), feats, qa, a.cv)
+        out = cv_questions(json.loads(Path(a.out).read_text()), feats, qa, a.cv, cache=a.samples)
         Path(a.out).write_text(json.dumps(out, default=float)); return 0
     if a.merge:   # runs split over processes (e.g. the default and --no-default --extra NAME), joined into one file
         out = json.loads(Path(a.merge[0]).read_text())
