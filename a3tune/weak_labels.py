@@ -6,7 +6,8 @@
 __all__ = ['SEGMENTERS', 'SAM_AMG_DEFAULTS', 'SCORERS', 'BIOMEDCLIP', 'TEXT_TEMPLATES', 'ORGANS', 'ABNORMAL', 'LABELS_FORMAT',
            'LABELS_VERSION', 'CROP_MODES', 'ImageError', 'load_image', 'rle_encode', 'rle_decode', 'rle_area',
            'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'IntensityBoxes', 'Combined',
-           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'sam_filters', 'load_sam', 'SAM', 'Scorer',
+           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'box_iou_xyxy', 'rank_boxes',
+           'MultiScaleBoxes', 'LiteMedSAMMS', 'XrayBlobs', 'random_boxes', 'sam_filters', 'load_sam', 'SAM', 'Scorer',
            'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm', 'minilm_embed',
            'region_position', 'pool_weights', 'region_features', 'default_scorer_weights', 'MiniLMScorer',
            'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError', 'label_settings',
@@ -266,7 +267,7 @@ class LiteMedSAM(Segmenter):
     def __init__(self, boxes_from:Segmenter=None, # segmenter whose segment boxes become prompts (default Felzenszwalb, min_area 1e-3)
                  iou_thresh=0.7, min_area=2e-4, max_area=0.5, nms=0.7,
                  dedup=4,      # round prompt boxes to this many px (at 256) before removing duplicates
-                 batch=16,     # prompts per decoder call
+                 batch=16,     # prompts per decoder call (0: all prompts of an image in one call)
                  zoom:int=1,   # > 1: small prompt boxes are also decoded on a `zoom`x upsampled tile around them
                  zoom_below:float=24, # a prompt box is small when its longer side is below this many px at 256
                  checkpoint=None, device='cpu'):
@@ -298,7 +299,7 @@ def encode(self:LiteMedSAM, img:np.ndarray)->dict:
 def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
     "Low-res logits [N, 256, 256] and predicted IoU [N] for XYXY boxes (256-px space)."
     sam, logits, ious = self.sam, [], []
-    for b in (boxes.split(self.batch) if len(boxes) else []):   # no prompt boxes (e.g. a constant image): no masks
+    for b in (boxes.split(self.batch or len(boxes)) if len(boxes) else []):   # no prompt boxes (e.g. a constant image): no masks
         sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
         lo, iou = sam.mask_decoder(image_embeddings=emb.to(self.device), image_pe=sam.prompt_encoder.get_dense_pe(),
                                    sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
@@ -353,6 +354,125 @@ def _litemedsam(device='cpu', **_): return LiteMedSAM(device=device)
 def _litemedsam_plus(device='cpu', **_):
     "Felzenszwalb + intensity-component boxes, small boxes also decoded on 2x tiles."
     return LiteMedSAM(boxes_from=Combined([Felzenszwalb(min_area=1e-3), IntensityBoxes()]), zoom=2, device=device)
+
+# %% ../nbs/01_weak_labels.ipynb #a14ms002
+def box_iou_xyxy(a, # [N, 4] XYXY boxes
+                 b, # [M, 4] XYXY boxes
+                )->np.ndarray: # [N, M]
+    "Pairwise IoU of XYXY boxes."
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih; ar = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+    return inter / np.maximum(ar(a)[:, None] + ar(b)[None] - inter, 1e-9)
+
+def rank_boxes(boxes,          # [N, 4] unique XYXY boxes
+               counts,         # [N] how often each box was proposed
+               nms:float=0.7,  # drop a box with IoU above this to a kept one
+               limit:int=None, # keep at most this many (None: all that pass the NMS)
+               agree:float=0.6,# a box's vote counts the proposals overlapping it at least this much
+              )->list:
+    "Indices kept: box-NMS in vote order within log2-size bands, the bands taken round-robin."
+    b = np.asarray(boxes, float).reshape(-1, 4); I = box_iou_xyxy(b, b)
+    votes = (I >= agree).astype(float) @ np.asarray(counts, float)
+    band = np.floor(np.log2(np.sqrt(np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1)))).astype(int)
+    queues = [list(np.flatnonzero(band == k)[np.argsort(-votes[band == k], kind='stable')]) for k in sorted(set(band.tolist()))]
+    keep, full = [], lambda: limit is not None and len(keep) >= limit
+    while any(queues) and not full():
+        for q in queues:
+            while q and not full():
+                i = int(q.pop(0))
+                if all(I[i, j] <= nms for j in keep): keep.append(i); break
+    return keep
+
+class MultiScaleBoxes(Segmenter):
+    "Segments of Felzenszwalb at several scales and two resolutions and of several intensity levels, pooled (prompt boxes)."
+    def __init__(self, scales=(30, 100, 300, 1000), # Felzenszwalb scales at 256 px
+                 fine_scales=(50, 200), # Felzenszwalb scales at `fine_size`
+                 fine_size=512,         # working size of the fine pass
+                 fine_min_area=5e-5,    # smallest fine segment, fraction of the image
+                 levels=(3, 4),         # multi-Otsu class counts of the intensity components
+                 max_area=0.5,          # largest kept segment, fraction of the image
+                ): store_attr()
+    def parts(self)->list:
+        return [Felzenszwalb(self.scales, min_area=2e-4, max_area=self.max_area),
+                Felzenszwalb(self.fine_scales, min_area=self.fine_min_area, max_area=self.max_area, work_size=self.fine_size),
+                *[IntensityBoxes(classes=c, sigma=1., min_area=1e-4, max_area=self.max_area, max_regions=99) for c in self.levels]]
+    def __call__(self, img:np.ndarray)->Segments: return Combined(self.parts())(img)
+
+class LiteMedSAMMS(LiteMedSAM):
+    "LiteMedSAM prompted with the `max_prompts` best-ranked `MultiScaleBoxes` boxes, all decoded in one call."
+    def __init__(self, max_prompts:int=96, # prompts decoded per image (None: every box that passes the box-NMS)
+                 box_nms:float=0.7,        # box-NMS threshold of `rank_boxes`
+                 boxes_from:Segmenter=None,# default `MultiScaleBoxes()`
+                 batch:int=0,              # prompts per decoder call (0: one call)
+                 **kw):                    # `LiteMedSAM` options
+        super().__init__(boxes_from=boxes_from or MultiScaleBoxes(), batch=batch, **kw)
+        self.max_prompts, self.box_nms = max_prompts, box_nms
+    def settings(self): return {**super().settings(), 'name': 'LiteMedSAMMS', 'max_prompts': self.max_prompts, 'box_nms': self.box_nms}
+    def prompts(self, img:np.ndarray, scale:float)->torch.Tensor:
+        "The ranked XYXY prompt boxes in 256-px space."
+        b = np.asarray(self.boxes_from(img).boxes, np.float64).reshape(-1, 4) * scale
+        b = np.round(np.c_[b[:, :2], b[:, :2] + b[:, 2:]] / self.dedup) * self.dedup
+        u, n = np.unique(b, axis=0, return_counts=True)
+        return torch.as_tensor(u[rank_boxes(u, n, self.box_nms, self.max_prompts)], dtype=torch.float32).reshape(-1, 4)
+
+@Segmenter.register('litemedsam-ms')
+def _litemedsam_ms(device='cpu', **_):
+    "Ranked multi-scale boxes (96 prompts) for LiteMedSAM, one decoder call."
+    return LiteMedSAMMS(device=device)
+
+
+# %% ../nbs/01_weak_labels.ipynb #a14xr002
+class XrayBlobs(Segmenter):
+    "Difference-of-Gaussians and smoothed-intensity components inside the central field: soft X-ray findings."
+    def __init__(self, sigmas=(3, 12),           # DoG: fine and coarse Gaussian sigma, px at the working size
+                 quantiles=(0.85, 0.93, 0.98),  # contrast thresholds, quantiles inside the field (each sign)
+                 border=0.06,                   # field: the image less this share on each side
+                 min_area=2e-3, max_area=0.3,   # kept component area, fraction of the image
+                 max_regions=40,                # keep the best-ranked this many
+                 work_size=256,
+                ): store_attr()
+    def low_res(self, img:np.ndarray)->list:
+        "Component masks at the working resolution, best-ranked first."
+        from skimage.filters import gaussian, threshold_multiotsu
+        from scipy import ndimage
+        g = _resize_long(img, self.work_size).astype(np.float32).mean(-1) / 255.
+        dog = gaussian(g, self.sigmas[0]) - gaussian(g, self.sigmas[1])
+        h, w = g.shape; bh, bw = int(h * self.border), int(w * self.border)
+        field = np.zeros((h, w), bool); field[bh:h - bh, bw:w - bw] = True
+        cands = []
+        for sign in (1, -1):
+            v = sign * dog
+            for q in self.quantiles: cands.append(v > np.quantile(v[field], q))
+        s = gaussian(g, 4.)
+        try: cls = np.digitize(s, threshold_multiotsu(s[field], 3)); cands += [cls == c for c in range(3)]
+        except ValueError: pass
+        out, seen = [], set()
+        for c in cands:
+            lab, n = ndimage.label(c & field)
+            if not n: continue
+            area = np.bincount(lab.ravel(), minlength=n + 1)[1:]; con = np.abs(ndimage.mean(dog, lab, np.arange(1, n + 1)))
+            for i in np.flatnonzero((area >= self.min_area * h * w) & (area <= self.max_area * h * w)):
+                m = lab == i + 1; key = hashlib.md5(np.packbits(m).tobytes()).hexdigest()
+                if key not in seen: seen.add(key); out.append((float(con[i]) * math.sqrt(area[i]), m))
+        return [m for _, m in sorted(out, key=lambda t: -t[0])][:self.max_regions]
+    def __call__(self, img:np.ndarray)->Segments:
+        size = img.shape[:2]
+        return Segments.from_masks((_upsample_nearest(m, size) for m in self.low_res(img)), size=size)
+
+@Segmenter.register('xray-blobs')
+def _xray_blobs(**_): return XrayBlobs()
+
+def random_boxes(boxes, # [N, 4] XYWH boxes whose sizes are kept
+                 size,  # image (H, W)
+                 seed:int=0)->np.ndarray:
+    "The same box sizes at uniformly random positions inside the image (the random baseline of a proposal set)."
+    b = np.asarray(boxes, float).reshape(-1, 4).copy(); H, W = size; rng = np.random.default_rng(seed)
+    b[:, 2:] = np.minimum(b[:, 2:], [W, H])
+    b[:, 0] = rng.uniform(0, 1, len(b)) * (W - b[:, 2]); b[:, 1] = rng.uniform(0, 1, len(b)) * (H - b[:, 3])
+    return b
+
 
 # %% ../nbs/01_weak_labels.ipynb #87dcf526
 SAM_AMG_DEFAULTS = dict(points_per_side=8, points_per_batch=128, pred_iou_thresh=0.5, stability_score_thresh=0.5,

@@ -74,3 +74,39 @@ def test_sam_filters_scale_with_image_size():
     for side, kept in [(256, 1), (1024, 0)]:
         m = np.zeros((side, side), bool); m[100:124, 100:124] = True
         assert len(sam_filters(Segments.from_masks([m]))) == kept
+
+def _scan(h, w, blobs, seed=0):
+    "Grey ellipse body with bright discs (cy, cx, r, value) and a little noise, [h, w, 3] uint8."
+    yy, xx = np.mgrid[:h, :w]; g = np.zeros((h, w), np.float32)
+    g[((yy - h/2) / (h*.45))**2 + ((xx - w/2) / (w*.45))**2 < 1] = 60
+    for cy, cx, r, v in blobs: g[(yy - cy)**2 + (xx - cx)**2 < r*r] = v
+    g += np.random.default_rng(seed).normal(0, 3, g.shape)
+    return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, -1)
+
+def test_multiscale_prompts_cover_a_small_structure_the_default_misses():
+    img = _scan(256, 256, ((60, 60, 3, 230), (150, 140, 40, 130)), seed=1)   # a 6-px disc beside an 80-px one
+    gt = np.array([[57, 57, 63, 63]], float)
+    old, new = LiteMedSAM().prompts(img, 1.), LiteMedSAMMS().prompts(img, 1.)
+    assert box_iou_xyxy(gt, old).max() < 0.5 <= box_iou_xyxy(gt, new).max()
+    assert len(new) <= 96 and box_iou_xyxy([[100, 110, 180, 190]], new).max() > 0.8   # the large disc keeps its box
+    assert torch.equal(new, LiteMedSAMMS().prompts(img, 1.))                           # deterministic
+
+def test_one_decoder_call_equals_per_box_calls():
+    img = _scan(128, 128, ((40, 40, 16, 200), (88, 80, 20, 120)))
+    one, per = LiteMedSAM(batch=0), LiteMedSAM(batch=1)
+    ex = one.encode(img); boxes = torch.tensor([[16., 16, 64, 64], [120, 100, 216, 200], [0, 0, 256, 256]])
+    (l1, i1), (l2, i2) = one.decode(ex['litemedsam_embed'], boxes), per.decode(ex['litemedsam_embed'], boxes)
+    assert l1.shape == (3, 256, 256) and torch.allclose(l1, l2, atol=1e-4) and torch.allclose(i1, i2, atol=1e-5)
+    assert one.decode(ex['litemedsam_embed'], torch.zeros(0, 4))[0].shape == (0, 256, 256)
+
+def test_xray_blobs_and_random_baseline_are_deterministic():
+    yy, xx = np.mgrid[:200, :300]
+    g = 90 + 20 * np.exp(-((yy - 120)**2 + (xx - 200)**2) / (2 * 12**2)) + np.random.default_rng(0).normal(0, 2, (200, 300))
+    img = np.repeat(g.clip(0, 255).astype(np.uint8)[..., None], 3, -1)
+    a, b = XrayBlobs()(img), XrayBlobs()(img)
+    assert len(a) and np.array_equal(a.boxes, b.boxes) and a.rles == b.rles
+    xyxy = lambda x: np.c_[x[:, :2], x[:, :2] + x[:, 2:]]
+    assert box_iou_xyxy([[200 - 20, 120 - 20, 200 + 20, 120 + 20]], xyxy(a.boxes)).max() >= 0.5     # the opacity is proposed
+    r1, r2, r3 = (random_boxes(a.boxes, (200, 300), seed=s) for s in (7, 7, 8))
+    assert np.array_equal(r1, r2) and not np.array_equal(r1, r3) and np.array_equal(r1[:, 2:], a.boxes[:, 2:])
+    assert (r1[:, :2] >= 0).all() and (r1[:, 0] + r1[:, 2] <= 300).all() and (r1[:, 1] + r1[:, 3] <= 200).all()

@@ -10,6 +10,15 @@ nbs/cache/segmenter_recall.json); one torch thread.
     python tools/segmenter_recall.py [--out FILE] [--images xmlab0,xmlab1] [--extra NAME ...]
     python tools/segmenter_recall.py --no-default --extra NAME --out B.json     # in a second process, then
     python tools/segmenter_recall.py --merge A.json B.json                      # join them into --out
+    python tools/segmenter_recall.py --shard 3/14 --no-scorer --feats F3.pt --out R3.json --extra litemedsam-ms   # one of 14 processes
+    python tools/segmenter_recall.py --join R0.json R1.json ... --out R.json  # concatenate shards (image lists)
+    python tools/segmenter_recall.py --cv 5 --out R.json --feats F0.pt F1.pt ...   # top-4 hits with a cross-validated scorer
+
+With --no-scorer, the question rows are left out and each method's proposal features (pooled LiteMedSAM embedding + box
+position, what the MiniLM scorer projects), its IoU matrix with the ground truth and the ground-truth region features go
+to --feats; --cv then fits the scorer projection per fold over the CT/MRI images (tools/train_scorer.py's folds; X-ray
+images with a projection fitted on all CT/MRI images, which hold no X-ray) and writes the question rows of every method.
+X-ray findings also get a random baseline: the same proposal box sizes at random positions (20 seeds).
 """
 import argparse, json, math, os, sys, time
 from pathlib import Path
@@ -18,7 +27,7 @@ import numpy as np, torch, torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'tools'))
-from a3tune.weak_labels import LiteMedSAM, load_image, mask_nms
+from a3tune.weak_labels import LiteMedSAM, load_image, mask_nms, random_boxes, region_features, Segments
 from _slake import SLAKE, gt_regions, image_folders, named_labels
 
 
@@ -30,6 +39,20 @@ def box_iou(a, b):
     ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = iw * ih; union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
     return inter / np.maximum(union, 1e-9)
+
+
+def random_best(boxes, gb, size, seeds=20):
+    "Per finding box (XYWH) in gb, its best box IoU with `boxes` placed at random (same sizes), one value per seed."
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    if not len(boxes): return [[0.] * seeds for _ in range(len(gb))]
+    R = [box_iou(gb, random_boxes(boxes, size, seed=k)).max(1) for k in range(seeds)]
+    return [[round(float(R[k][j]), 4) for k in range(seeds)] for j in range(len(gb))]
+
+
+VARIANTS = {   # study-only settings measured beside registered segmenters
+    'litemedsam-ms-all': lambda device: __import__('a3tune.weak_labels', fromlist=['x']).LiteMedSAMMS(max_prompts=None, device=device),
+    'litemedsam-ms-48': lambda device: __import__('a3tune.weak_labels', fromlist=['x']).LiteMedSAMMS(max_prompts=48, device=device),
+}
 
 
 def mask_ious(masks, gts):
@@ -59,17 +82,17 @@ def crop_oracle(lm, img, box, side=256):
 
 @torch.no_grad()
 def study_image(lm, img, regs, xray):
-    H, W = img.shape[:2]; t0 = time.time(); ex = lm.encode(img); t_enc = time.time() - t0
+    H, W = img.shape[:2]; c0 = time.process_time(); t0 = time.time(); ex = lm.encode(img); t_enc = time.time() - t0
     s = ex['litemedsam_scale']; h, w = ex['litemedsam_hw']
     t0 = time.time(); pr = lm.prompts(img, s); t_box = time.time() - t0
     t0 = time.time(); logits, piou = lm.decode(ex['litemedsam_embed'], pr); t_dec = time.time() - t0
-    lo = logits[:, :h, :w] > 0; frac = lo.flatten(1).float().mean(1)
+    lo = logits[:, :h, :w] > 0; frac = lo.flatten(1).float().mean(1); cpu = time.process_time() - c0
     ok_iou = (piou >= lm.iou_thresh); ok_area = ok_iou & (frac >= lm.min_area) & (frac <= lm.max_area)
     ok = torch.nonzero(ok_area)[:, 0]; ok = ok[piou[ok].argsort(descending=True)]
     kept = ok[mask_nms(lo[ok], lm.nms)] if len(ok) else ok
     full = (F.interpolate(logits[:, :h, :w][:, None], size=(H, W), mode='bilinear', align_corners=False)[:, 0] > 0).numpy()
     pbox = (pr.numpy() / s); pbox = np.c_[pbox[:, :2], pbox[:, 2:] - pbox[:, :2]]                  # XYWH, original px
-    img_rec = {'prompts': len(pr), 'proposals': len(kept), 'encode_s': t_enc, 'boxes_s': t_box, 'decode_s': t_dec, 'scale': s}
+    img_rec = {'prompts': len(pr), 'proposals': len(kept), 'encode_s': t_enc, 'boxes_s': t_box, 'decode_s': t_dec, 'cpu_s': cpu, 'scale': s}
     from a3tune.weak_labels import Segments
     study_image.segs = Segments.from_masks([full[i] for i in kept.tolist()], scores=piou[kept].numpy(), size=(H, W), extras=ex) if len(kept) else Segments((H, W), [], np.zeros((0, 4), np.float32), np.zeros(0, np.float32), ex)
     if xray:
@@ -77,7 +100,7 @@ def study_image(lm, img, regs, xray):
         fb = np.array([tight_box(full[i]) for i in kept.tolist()], float).reshape(-1, 4)
         I = box_iou(gb, fb)
         return img_rec, [{'label': l, 'box': list(map(float, b)), 'proposal_box_ious': [round(float(v), 4) for v in row],
-                          'prompt_box_best': float(box_iou(b, pbox).max(initial=0))} for (l, b), row in zip(regs, I)]
+                          'prompt_box_best': float(box_iou(b, pbox).max(initial=0)), 'random_best': rb} for (l, b), row, rb in zip(regs, I, random_best(fb, gb, (H, W)))]
     gts = [m for _, m in regs]; I = mask_ious(list(full), gts)
     gboxes = np.array([tight_box(g) for g in gts], float).reshape(-1, 4); BI = box_iou(gboxes, pbox)
     recs = []
@@ -121,14 +144,89 @@ def question_hits(scorer, img, segs, regs, questions, xray, k=4):
 
 
 def extra_image(seg, img, regs, xray):
-    t0 = time.time(); segs = seg(img); dt = time.time() - t0
-    extra_image.segs = segs
+    c0 = time.process_time(); t0 = time.time(); segs = seg(img); dt = time.time() - t0; cpu = time.process_time() - c0
+    extra_image.segs = segs; rec = {'proposals': len(segs), 'seconds': dt, 'cpu_s': cpu}
     if xray:
         gb = np.array([b for _, b in regs], float).reshape(-1, 4)
-        I = box_iou(gb, np.asarray(segs.boxes, float).reshape(-1, 4))
-        return {'proposals': len(segs), 'seconds': dt}, [[round(float(v), 4) for v in row] for row in I]
-    I = mask_ious([segs.mask(i) for i in range(len(segs))], [m for _, m in regs])
-    return {'proposals': len(segs), 'seconds': dt}, [float(r.max(initial=0)) for r in I]
+        I = box_iou(gb, np.asarray(segs.boxes, float).reshape(-1, 4)); extra_image.I = I
+        return rec, [([round(float(v), 4) for v in row], rb) for row, rb in zip(I, random_best(segs.boxes, gb, img.shape[:2]))]
+    I = mask_ious([segs.mask(i) for i in range(len(segs))], [m for _, m in regs]); extra_image.I = I
+    return rec, [float(r.max(initial=0)) for r in I]
+
+
+def seg_feats(lm, img, segs):
+    "What the MiniLM scorer projects: pooled LiteMedSAM features + position of each segment [N, 261]."
+    ex = segs.extras if 'litemedsam_embed' in segs.extras else lm.encode(img)
+    return region_features(ex['litemedsam_embed'], segs, ex['litemedsam_scale'])
+
+
+def coverage(root, caps=(None, 96, 64, 48)):
+    "Prompt boxes alone (no LiteMedSAM): per CT/MRI region, the best box IoU of the default's and of litemedsam-ms's prompts (at each cap)."
+    from a3tune.weak_labels import LiteMedSAMMS, rank_boxes
+    old, ms, rows = LiteMedSAM(), LiteMedSAMMS(), []
+    for f, (sp, mod) in image_folders(root).items():
+        if mod == 'X-Ray': continue
+        img = load_image(root / 'imgs' / f / 'source.jpg'); s = 256 / max(img.shape[:2]); regs = gt_regions(root / 'imgs' / f)
+        gb = np.array([tight_box(m) for _, m in regs], float) * s
+        xywh = lambda b: np.c_[b[:, :2], b[:, 2:] - b[:, :2]]
+        c0 = time.process_time(); b = np.asarray(ms.boxes_from(img).boxes, np.float64).reshape(-1, 4) * s; t_ms = time.process_time() - c0
+        b = np.round(np.c_[b[:, :2], b[:, :2] + b[:, 2:]] / ms.dedup) * ms.dedup; u, n = np.unique(b, axis=0, return_counts=True)
+        c0 = time.process_time(); po = old.prompts(img, s).numpy(); t_old = time.process_time() - c0
+        best = {'default': box_iou(gb, xywh(po)).max(1, initial=0)}
+        for c in caps: best[f'ms_{c or "all"}'] = box_iou(gb, xywh(u[rank_boxes(u, n, ms.box_nms, c)])).max(1, initial=0)
+        rows += [{'image': f, 'modality': mod, 'label': l, 'side_256': float(math.sqrt(m.sum()) * s), **{k: float(v[j]) for k, v in best.items()}}
+                 for j, (l, m) in enumerate(regs)]
+        rows[-1].update(prompts_default=len(po), unique_ms=len(u), boxes_cpu_s_default=t_old, boxes_cpu_s_ms=t_ms)
+        print(f, flush=True)
+    return rows
+
+
+def join(files):
+    "Concatenate shard outputs (same methods, disjoint images)."
+    outs = [json.loads(Path(f).read_text()) for f in files]; out = outs[0]
+    for o in outs[1:]:
+        for k in ('images', 'regions', 'findings', 'questions'): out[k] += o[k]
+        for n, e in o['extras'].items():
+            for k in e: out['extras'][n][k] += e[k]
+    return out
+
+
+def cv_questions(out, feats, qa, folds=5, steps=400, cache=None):
+    "Question rows of every method, scored by a projection fitted per fold without the held-out images (train_scorer's folds)."
+    from train_scorer import fit, image_samples
+    from a3tune.weak_labels import minilm_embed, top_k
+    ct = [f for f, (_, m) in image_folders(SLAKE).items() if m != 'X-Ray']
+    if cache and Path(cache).is_file(): samples = torch.load(cache, weights_only=False)
+    else:   # ground-truth region features of every CT/MRI image (the folds' training data)
+        samples = image_samples(SLAKE, ct)
+        if cache: torch.save(samples, cache)
+    order = np.random.default_rng(0).permutation(len(ct)); proj_of = {}
+    for k in range(folds):
+        held = [ct[i] for i in order[k::folds]]; pk = fit(samples, [f for f in ct if f not in held], steps)[0]
+        proj_of.update({f: pk for f in held})
+    p_all = fit(samples, ct, steps)[0]
+    methods = ['default'] + list(out['extras'])
+    for m in methods: (out if m == 'default' else out['extras'][m])['questions'] = []
+    for f, d in feats.items():
+        proj = proj_of.get(f, p_all); labels = d['labels']
+        for m in methods:
+            md = d['methods'].get(m)
+            if md is None: continue
+            I, n = np.asarray(md['iou']).reshape(len(labels), -1), md['feats'].shape[0]
+            with torch.no_grad(): emb = F.normalize(proj(md['feats']), dim=-1) if n else torch.zeros(0, 384)
+            rows = []
+            for q, named in d['questions']:
+                good = (I[[labels.index(l) for l in named]] >= .5).any(0) if n else np.zeros(0, bool); h = int(good.sum())
+                sims = minilm_embed([q])[0] @ emb.T if n else torch.zeros(0)
+                r = {'image': f, 'split': d['split'], 'modality': d['modality'], 'question': q, 'named': named, 'candidates': n,
+                     'reachable': bool(h), 'held_out': f in proj_of or d['modality'] == 'X-Ray'}
+                for kk in (1, 4):
+                    t = top_k(sims, kk); r[f'top{kk}'] = bool(good[t].any()) if t else False
+                    r[f'random{kk}'] = 1 - math.comb(n - h, min(kk, n)) / math.comb(n, min(kk, n)) if n else 0.
+                rows.append(r)
+            (out if m == 'default' else out['extras'][m])['questions'] += rows
+    out['scorer'] = f'MiniLM projection fitted per fold ({folds}-fold over the CT/MRI images, the held-out image never seen); X-ray: fitted on all CT/MRI'
+    return out
 
 
 def main(argv=None):
@@ -140,7 +238,22 @@ def main(argv=None):
     p.add_argument('--device', default='cpu', help='torch device for LiteMedSAM (timings are only meaningful on one CPU thread)')
     p.add_argument('--no-default', action='store_true', help='skip the default pipeline study (extras only)')
     p.add_argument('--merge', nargs='*', default=[], help='only merge: the default study FILE, then extras-only runs, into --out')
+    p.add_argument('--shard', default=None, help='I/N: this process runs every N-th image from the I-th')
+    p.add_argument('--no-scorer', action='store_true', help='no question rows; write proposal features to --feats instead')
+    p.add_argument('--feats', nargs='*', default=[], help='feature file to write (with --no-scorer), or files to read (with --cv)')
+    p.add_argument('--join', nargs='*', default=[], help='only concatenate these shard outputs into --out')
+    p.add_argument('--cv', type=int, default=0, help='only: question rows of --out from --feats, scorer by N-fold cross-validation')
+    p.add_argument('--samples', default=None, help='with --cv: cache file of the ground-truth region features (made if missing)')
+    p.add_argument('--coverage', action='store_true', help='only: prompt-box coverage of every CT/MRI region (no LiteMedSAM) into --out')
     a = p.parse_args(argv)
+    if a.coverage: Path(a.out).write_text(json.dumps({'coverage': coverage(Path(a.data))}, default=float)); return 0
+    if a.join: Path(a.out).write_text(json.dumps(join(a.join), default=float)); return 0
+    if a.cv:
+        torch.set_num_threads(1); feats = {}
+        for f in a.feats: feats.update(torch.load(f, weights_only=False))
+        qa = [d for sp in ('train', 'validate') for d in json.loads((Path(a.data) / f'{sp}.json').read_text())]
+        out = cv_questions(json.loads(Path(a.out).read_text()), feats, qa, a.cv, cache=a.samples)
+        Path(a.out).write_text(json.dumps(out, default=float)); return 0
     if a.merge:   # runs split over processes (e.g. the default and --no-default --extra NAME), joined into one file
         out = json.loads(Path(a.merge[0]).read_text())
         for f in a.merge[1:]: out['extras'].update(json.loads(Path(f).read_text())['extras'])
@@ -153,11 +266,14 @@ def main(argv=None):
         for f, (_, m) in folders.items(): by.setdefault(m, []).append(f)
         names = [f for grp in zip(*[iter(sorted(v, key=lambda f: int(f[5:])) + [None] * 99) for v in by.values()]) for f in grp if f]
         names = list(dict.fromkeys(names))
+    if a.shard: i, n = map(int, a.shard.split('/')); names = names[i::n]
     lm = LiteMedSAM(device=a.device)
     if a.extra: from a3tune.weak_labels import SEGMENTERS
-    extras = {n: SEGMENTERS[n](device=a.device) for n in a.extra}
-    from a3tune.weak_labels import MiniLMScorer
-    scorer = MiniLMScorer(device=a.device)
+    extras = {n: (VARIANTS[n](a.device) if n in VARIANTS else SEGMENTERS[n](device=a.device)) for n in a.extra}
+    if not a.no_scorer:
+        from a3tune.weak_labels import MiniLMScorer
+        scorer = MiniLMScorer(device=a.device)
+    feats = {}
     qa = [d for sp in ('train', 'validate') for d in json.loads((root / f'{sp}.json').read_text())]
     out = {'data': 'SLAKE-mini train + validate', 'scorer': 'shipped MiniLM projection (fitted on train images)', 'images': [], 'regions': [], 'findings': [], 'questions': [],
            'extras': {n: {'images': [], 'regions': [], 'findings': [], 'questions': []} for n in extras}}
@@ -169,20 +285,31 @@ def main(argv=None):
         qs = [(d['question'], sorted(named_labels(d['question'], labels)) or                  # X-ray abnormality/position questions: any finding
                (labels if xray and d['content_type'] in ('Abnormality', 'Position') else [])) for d in qa if Path(d['img_name']).parent.name == f]
         qs = [(q, n) for q, n in qs if n]
+        fd = feats[f] = {**base, 'labels': labels, 'questions': qs, 'methods': {}}
+        if a.no_scorer and not xray:
+            ex = lm.encode(img); fd['gt_feats'] = region_features(ex['litemedsam_embed'], Segments.from_masks([m for _, m in regs]), ex['litemedsam_scale'])
+        def keep(name, segs):
+            if not a.no_scorer: return
+            gI = (box_iou(np.array([b for _, b in regs], float).reshape(-1, 4), np.asarray(segs.boxes, float).reshape(-1, 4)) if xray
+                  else mask_ious([segs.mask(i) for i in range(len(segs))], [m for _, m in regs]))
+            fd['methods'][name] = {'feats': seg_feats(lm, img, segs) if len(segs) else torch.zeros(0, 261), 'iou': np.round(gI, 4)}
         if not a.no_default:
             im, recs = study_image(lm, img, regs, xray)
             out['images'].append({**base, 'size': list(img.shape[:2]), **im})
             out['findings' if xray else 'regions'] += [{**base, **r} for r in recs]
-            out['questions'] += [{**base, **r} for r in question_hits(scorer, img, study_image.segs, regs, qs, xray)]
+            if a.no_scorer: keep('default', study_image.segs)
+            else: out['questions'] += [{**base, **r} for r in question_hits(scorer, img, study_image.segs, regs, qs, xray)]
         for n, seg in extras.items():
             im, r = extra_image(seg, img, regs, xray)
             out['extras'][n]['images'].append({**base, **im})
-            out['extras'][n]['questions'] += [{**base, **r} for r in question_hits(scorer, img, extra_image.segs, regs, qs, xray)]
-            if xray: out['extras'][n]['findings'] += [{**base, 'label': l, 'proposal_box_ious': row} for (l, _), row in zip(regs, r)]
+            if a.no_scorer: keep(n, extra_image.segs)
+            else: out['extras'][n]['questions'] += [{**base, **r} for r in question_hits(scorer, img, extra_image.segs, regs, qs, xray)]
+            if xray: out['extras'][n]['findings'] += [{**base, 'label': l, 'proposal_box_ious': row, 'random_best': rb} for (l, _), (row, rb) in zip(regs, r)]
             else: out['extras'][n]['regions'] += [{**base, 'label': l, 'area': int(m.sum()), 'best_iou': v} for (l, m), v in zip(regs, r)]
         print(f'{k + 1}/{len(names)} {f} {mod_of[f]}', flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, default=float))
+        if a.no_scorer and a.feats: torch.save(feats, a.feats[0])   # after every image: a run cut short keeps its features
     return 0
 
 
