@@ -1,9 +1,9 @@
-"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
+"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, LLaVA-OneVision and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
 import copy
 import pytest, torch
 from PIL import Image
 from a3tune.preliminaries import set_threads, get_adapter
-from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next
+from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next, tiny_llava_onevision
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
 from a3tune.training import A3TuneConfig, train, load_a3tune, a3tune_model
@@ -45,7 +45,7 @@ def _greedy_equals_full_forward(model, proc, images, questions, n=5, **extra):
     return preds
 
 BACKBONES = {'qwen2_vl': lambda: tiny_qwen2_vl(words=WORDS), 'qwen2_5_vl': lambda: tiny_qwen2_vl(version='2.5', words=WORDS),
-             'llava_next': lambda: tiny_llava_next(words=WORDS)}
+             'llava_next': lambda: tiny_llava_next(words=WORDS), 'llava_onevision': lambda: tiny_llava_onevision(words=WORDS)}
 
 @pytest.mark.parametrize('backbone', list(BACKBONES))
 def test_train_save_load_generate(tmp_path, backbone):
@@ -59,7 +59,7 @@ def test_train_save_load_generate(tmp_path, backbone):
     ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
     _greedy_equals_full_forward(model, proc, ims, qs)
     b = A3Collator(proc)([ds[0], ds[1]])
-    kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids', 'image_sizes') if k in b}
+    kw = {k: b[k] for k in ('input_ids', 'attention_mask', 'pixel_values', 'image_grid_thw', 'mm_token_type_ids', 'image_sizes', 'batch_num_images') if k in b}
     with torch.no_grad():
         got = model(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
         ref = tr.model.eval()(**kw, a3ctx=A3Context(b['visual_mask'], b['prompt_mask'])).logits
