@@ -292,7 +292,7 @@ def llava_next_base_geometry(processor, image_size)->ImageGeometry:
     "The base tile's geometry (whole image squashed to one tile): what a single-grid figure of LLaVA-NeXT / OneVision shows."
     return anyres_layout(processor, image_size).base
 
-# %% ../nbs/00b_backbones.ipynb #d0410ff3
+# %% ../nbs/00b_backbones.ipynb #4bae068b
 @LVLMAdapter.register('llava_onevision')
 def _onevision_language_model(model): return model.model.language_model
 

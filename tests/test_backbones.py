@@ -113,3 +113,18 @@ def test_gemma3_generate_batch(tmp_path):
     model = a3tune_model(copy.deepcopy(base), A3TuneConfig(**TINY))
     ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
     _greedy_equals_full_forward(model.eval(), proc, ims, qs)
+
+
+def test_gemma3_check_prompts_counts_the_processor(tmp_path):
+    "`check_prompts` counts a Gemma 3 prompt as its processor writes it: soft tokens plus `<start_of_image>`, `<end_of_image>` and blank lines."
+    from a3tune.data import check_prompts, image_overhead
+    ds = _data(tmp_path)
+    base, proc = tiny_gemma3(words=WORDS)
+    one = A3Dataset(ds.recs[:1], ds.root)
+    b = A3Collator(proc, image_token_id=get_adapter(base).image_token_id)([ds[0]])
+    real = int(b['attention_mask'][0].sum()) - int(b['labels'][0].ne(-100).sum())      # the prompt as the collator builds it
+    n_vis = int(b['visual_mask'][0].sum())
+    assert image_overhead(proc) == 1                                                    # boi kept, eoi added; blank lines are whitespace here
+    assert check_prompts(one, proc, None, n_vis) == real
+    with pytest.raises(ValueError, match='max_length'): check_prompts(one, proc, real, n_vis)
+    check_prompts(one, proc, real + 1, n_vis)                                           # one answer token fits
