@@ -6,7 +6,8 @@
 __all__ = ['QWEN_SPECIALS', 'QWEN_TEMPLATE', 'GEMMA_SPECIALS', 'GEMMA_TEMPLATE', 'ANYRES', 'local_tokenizer', 'eager_rows',
            'check_attention_rows', 'tiny_qwen2_vl', 'qwen2_vl_geometry', 'tiny_gemma3', 'gemma3_geometry',
            'tiny_llava_next', 'AnyresLayout', 'anyres_layout', 'anyres_region', 'llava_next_base_geometry',
-           'tiny_llava_onevision', 'tokens_to_image', 'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
+           'tiny_llava_onevision', 'gemma3_pan_and_scan', 'gemma3_crops', 'gemma3_views', 'gemma3_region',
+           'tokens_to_image', 'UnsupportedBackbone', 'supported_backbones', 'check_backbone']
 
 # %% ../nbs/00b_backbones.ipynb #c92c66ad
 import math, time
@@ -171,9 +172,8 @@ def _gemma3_language_model(model): return model.model.language_model
 def gemma3_geometry(processor, # a Gemma 3 processor (it knows `image_seq_length`)
                     image_size, # (H, W) of the original image
                    )->ImageGeometry:
-    "Gemma 3: the image is resized to the SigLIP square (no crop) and its patch grid pooled to √n × √n tokens."
+    "Gemma 3: the image is resized to the SigLIP square (no crop) and its patch grid pooled to √n × √n tokens (with pan-and-scan: the first view)."
     ip = getattr(processor, 'image_processor', processor)
-    if getattr(ip, 'do_pan_and_scan', False): raise ValueError("Gemma 3 pan-and-scan crops are not supported by a3tune's geometry: set do_pan_and_scan=False")
     n = getattr(processor, 'image_seq_length', None)
     if not n: raise ValueError("gemma3_geometry needs the Gemma 3 processor (for image_seq_length), not its image processor")
     H, W = map(int, image_size); h, w = (_size(ip, 'height'), _size(ip, 'width')) if ip.do_resize else (H, W)
@@ -328,6 +328,52 @@ def tiny_llava_onevision(seed:int=0, # seed of the random weights
     return model, LlavaOnevisionProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, num_image_tokens=(image_size // patch_size)**2,
                                           vision_feature_select_strategy='full', vision_aspect_ratio=ar, chat_template=CHAT_TEMPLATE)
 
+# %% ../nbs/00b_backbones.ipynb #b9b398f3
+def gemma3_pan_and_scan(processor, # a Gemma 3 processor; changed in place
+                        on:bool=True, # crop (True) or not (False)
+                        min_crop_size:int=256, # `pan_and_scan_min_crop_size` (transformers' default)
+                        max_num_crops:int=4, # `pan_and_scan_max_num_crops`
+                        min_ratio_to_activate:float=1.2, # `pan_and_scan_min_ratio_to_activate`: crop only images at least this wide (tall)
+                       ):
+    "Turn Gemma 3's pan-and-scan on (or off) for every call of `processor` (transformers otherwise takes it per call only); returns `processor`."
+    processor.images_kwargs = {**type(processor).images_kwargs, 'do_pan_and_scan': on, 'pan_and_scan_min_crop_size': min_crop_size,
+                               'pan_and_scan_max_num_crops': max_num_crops, 'pan_and_scan_min_ratio_to_activate': min_ratio_to_activate}
+    return processor
+
+def gemma3_crops(processor, # a Gemma 3 processor
+                 image_size, # (H, W) of the original image
+                )->list:
+    "The pan-and-scan crops of an `image_size` image as `(y, x, h, w)` boxes in the processor's order (empty when it makes none)."
+    kw = getattr(processor, 'images_kwargs', None) or {}
+    if not kw.get('do_pan_and_scan'): return []
+    H, W = map(int, image_size); lo, most, ratio = (kw['pan_and_scan_min_crop_size'], kw['pan_and_scan_max_num_crops'],
+                                                    kw['pan_and_scan_min_ratio_to_activate'])
+    long, short = max(H, W), min(H, W)                                           # the same rule as `pan_and_scan_batched`
+    if long / short < ratio: return []
+    n = min(most, max(2, min(int(math.floor(long / lo)), int(math.floor(long / short + .5)))))
+    nh, nw = (1, n) if W >= H else (n, 1)
+    ch, cw = math.ceil(H / nh), math.ceil(W / nw)
+    if min(ch, cw) < lo: return []
+    return [(y, x, min(ch, H - y), min(cw, W - x)) for y in range(0, nh * ch, ch) for x in range(0, nw * cw, cw)]
+
+def gemma3_views(processor, # a Gemma 3 processor
+                 image_size, # (H, W) of the original image
+                )->list:
+    "One `ImageGeometry` per image Gemma 3 sees: the whole image, then each pan-and-scan crop squashed to the square."
+    base = gemma3_geometry(processor, image_size); S = base.input_size
+    return [base] + [ImageGeometry(base.image_size, (S[0] / h, S[1] / w), (-y * S[0] / h, -x * S[1] / w), S, base.grid)
+                     for y, x, h, w in gemma3_crops(processor, image_size)]
+
+@register_geometry('Gemma3ImageProcessor', 'Gemma3ImageProcessorPil', tokens=True)
+def gemma3_region(region, # bool/float mask `[H, W]` (or `[K, H, W]`) on the original image, or a box `(x, y, w, h)`
+                  image_size, # (H, W) of the original image
+                  processor, # a Gemma 3 processor
+                 )->torch.Tensor:
+    "Coverage of Gemma 3's visual tokens: `[s, s]` for one image; with pan-and-scan crops `[1, N]` (whole image, then each crop)."
+    views = gemma3_views(processor, image_size)
+    grids = [region_to_grid(region, image_size, _Fixed(g)) for g in views]
+    return grids[0] if len(grids) == 1 else torch.cat([g.flatten(-2) for g in grids], -1).unsqueeze(-2)
+
 # %% ../nbs/00b_backbones.ipynb #f8db8f37
 def _paint(grid:torch.Tensor, g:ImageGeometry)->torch.Tensor:
     "Each original-image pixel takes the value of the grid cell its centre falls in: `[H, W]`, NaN outside the model input."
@@ -343,13 +389,18 @@ def tokens_to_image(values, # `[N]` one value per visual token, in sequence orde
                     image_size, # (H, W) of the original image
                     processor, # the model's processor
                    )->torch.Tensor:
-    "The inverse of `region_to_grid` for figures: a per-token map painted on the original image, `[H, W]` (anyres: base and high-res views averaged)."
+    "The inverse of `region_to_grid` for figures: a per-token map painted on the original image, `[H, W]` (anyres, pan-and-scan: the views averaged)."
     v = torch.as_tensor(values).flatten().float()
     if type(getattr(processor, 'image_processor', processor)).__name__ in ANYRES:
         L = anyres_layout(processor, image_size); (gr, gc), (R, C) = L.base.grid, L.grid
         if v.numel() != L.n_tokens: raise ValueError(f"{v.numel()} values but the image has {L.n_tokens} visual tokens")
         base, hi = v[:gr * gc].view(gr, gc), v[gr * gc:].view(R, C + 1)[:, :-1]      # drop the newlines
         return torch.stack([_paint(base, L.base), _paint(hi, L.kept)]).nanmean(0)
+    if type(getattr(processor, 'image_processor', processor)).__name__.startswith('Gemma3ImageProcessor'):
+        views = gemma3_views(processor, image_size); n = views[0].grid[0] * views[0].grid[1]
+        if len(views) > 1:                                                      # pan-and-scan: the whole image and its crops averaged
+            if v.numel() != n * len(views): raise ValueError(f"{v.numel()} values but the image has {n * len(views)} visual tokens")
+            return torch.stack([_paint(v[j * n:(j + 1) * n].view(g.grid), g) for j, g in enumerate(views)]).nanmean(0)
     g = image_geometry(processor, image_size)
     if v.numel() != g.grid[0] * g.grid[1]: raise ValueError(f"{v.numel()} values but the image has {g.grid[0]}×{g.grid[1]} visual tokens")
     return _paint(v.view(g.grid), g)
