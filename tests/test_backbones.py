@@ -1,9 +1,9 @@
-"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, LLaVA-OneVision and Gemma 3: A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
-import copy
+"End to end on the tiny Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT, LLaVA-OneVision, LLaVA + Qwen2 (pad-to-square) and Gemma 3 (with and without pan-and-scan): A³Tune training steps, save, load, greedy generation equal to a full forward (CPU, ~1 min)."
+import copy, json
 import pytest, torch
 from PIL import Image
 from a3tune.preliminaries import set_threads, get_adapter
-from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next, tiny_llava_onevision
+from a3tune.backbones import tiny_qwen2_vl, tiny_gemma3, tiny_llava_next, tiny_llava_onevision, tiny_llava_qwen2
 from a3tune.a3moe import A3Context
 from a3tune.data import slake_to_llava, slake_gt_labels, join_labels, A3Dataset, A3Collator, prompt_text
 from a3tune.training import A3TuneConfig, train, load_a3tune, a3tune_model
@@ -45,7 +45,8 @@ def _greedy_equals_full_forward(model, proc, images, questions, n=5, **extra):
     return preds
 
 BACKBONES = {'qwen2_vl': lambda: tiny_qwen2_vl(words=WORDS), 'qwen2_5_vl': lambda: tiny_qwen2_vl(version='2.5', words=WORDS),
-             'llava_next': lambda: tiny_llava_next(words=WORDS), 'llava_onevision': lambda: tiny_llava_onevision(words=WORDS)}
+             'llava_next': lambda: tiny_llava_next(words=WORDS), 'llava_onevision': lambda: tiny_llava_onevision(words=WORDS),
+             'llava_qwen2_pad': lambda: tiny_llava_qwen2(words=WORDS)}   # HuatuoGPT-Vision's shape, LLaVA-Med v1.5's pad-to-square
 
 @pytest.mark.parametrize('backbone', list(BACKBONES))
 def test_train_save_load_generate(tmp_path, backbone):
@@ -152,3 +153,21 @@ def test_gemma3_pan_and_scan_train_save_load_generate(tmp_path):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     ims, qs = [Image.fromarray(ds[i]['image']) for i in _two(ds, proc)], [ds[i]['question'] for i in _two(ds, proc)]
     _greedy_equals_full_forward(loaded, proc, ims, qs)
+
+
+def test_onevision_through_the_a3tune_train_command(tmp_path):
+    "LLaVA-OneVision through the `a3tune train` command line (a saved base loaded by the Auto classes), then load and greedy = full forward."
+    import shutil
+    from _training_fixtures import make_fixture, cli_args, sets, SLAKE
+    from a3tune.training import train_cli
+    make_fixture(tmp_path)                                     # data.json and labels.jsonl (labels are drawn on the original images)
+    shutil.rmtree(tmp_path/'base')
+    base, proc = tiny_llava_onevision(words=WORDS)
+    base.save_pretrained(tmp_path/'base'); proc.save_pretrained(tmp_path/'base')
+    assert train_cli(cli_args(tmp_path, 'run') + sets()) == 0
+    assert {'a3moe.safetensors', 'adapter_model.safetensors'} <= {p.name for p in (tmp_path/'run').iterdir()}
+    model = load_a3tune(copy.deepcopy(base), tmp_path/'run')
+    recs = json.loads((tmp_path/'data.json').read_text())
+    ims = [Image.open(SLAKE/'imgs'/r['image']).convert('RGB') for r in recs[:2]]
+    qs = [recs[0]['conversations'][0]['value'].replace('<image>', '').strip(), 'is this a ct scan ?']
+    _greedy_equals_full_forward(model, proc, ims, qs)
