@@ -239,8 +239,8 @@ def _anyres_tile(processor):
     "(tile side c, tokens per tile side g, base size (h, w), anyres_max_N or None) of a LLaVA-NeXT or OneVision processor."
     ip = processor.image_processor
     if hasattr(processor, 'vision_aspect_ratio'):                              # OneVision: base squashed to `size`, N from the name
-        c = (ip.crop_size or {}).get('height') if isinstance(ip.crop_size, dict) else None
-        h, w = _size(ip, 'height'), _size(ip, 'width')
+        cs, h, w = ip.crop_size, _size(ip, 'height'), _size(ip, 'width')
+        c = cs.get('height') if isinstance(cs, dict) else getattr(cs, 'height', None)   # the tile: crop size, else size (as the processor)
         return c or h, math.isqrt(processor.num_image_tokens), (h, w), int(processor.vision_aspect_ratio.removeprefix('anyres_max_'))
     c = _size(ip, 'height') if ip.crop_size is None else ip.crop_size['height']
     S = _size(ip, 'shortest_edge') or _size(ip, 'height')
