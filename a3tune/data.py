@@ -7,7 +7,7 @@ __all__ = ['log', 'SLAKE_META', 'RAD_META', 'NESTED_IMAGES', 'llava_record', 'ch
            'write_llava_json', 'slake_to_llava', 'vqarad_to_llava', 'load_data', 'image_path', 'read_image',
            'LabelIndex', 'check_label_record', 'join_labels', 'slake_gt_labels', 'A3Dataset', 'label_grid',
            'check_label_grid', 'conversation', 'prompt_text', 'batch_images', 'soft_image_token_id', 'A3Collator',
-           'check_prompts']
+           'image_overhead', 'check_prompts']
 
 # %% ../nbs/04a_data.ipynb #22f1dfd6
 import json, logging
@@ -447,14 +447,22 @@ def __call__(self:A3Collator, items:list)->dict:
     return b
 
 # %% ../nbs/04a_data.ipynb #c0f8a9b1
+def image_overhead(processor, # the model's processor (with a chat template)
+                  )->int:
+    "Tokens the processor writes for one image besides its visual tokens, less the placeholder it replaces (LLaVA: −1; Gemma 3: `<end_of_image>` and blank lines)."
+    text = prompt_text(processor, 'x')
+    exp = processor(images=batch_images(processor, [Image.new('RGB', (32, 32))]), text=[text], add_special_tokens=False)['input_ids'][0]
+    exp = list(exp.tolist() if torch.is_tensor(exp) else exp)
+    return len(exp) - exp.count(soft_image_token_id(processor)) - len(processor.tokenizer(text, add_special_tokens=False)['input_ids'])
+
 def check_prompts(ds:A3Dataset, # the training data
                   processor, # the model's processor (with a chat template)
                   max_length:int|None, # the collator's `max_length` (None: no limit)
                   n_visual:int, # visual tokens per image, e.g. rows * cols of the model's grid
                  )->int:
     "Refuse samples whose prompt alone is longer than `max_length` tokens, naming them; return the longest prompt's length."
-    tok, img = processor.tokenizer, getattr(processor, 'image_token', '<image>')
-    n = {r['id']: len(tok(prompt_text(processor, question_answer(r)[0]), add_special_tokens=False)['input_ids']) - 1 + n_visual
+    tok, extra = processor.tokenizer, image_overhead(processor)
+    n = {r['id']: len(tok(prompt_text(processor, question_answer(r)[0]), add_special_tokens=False)['input_ids']) + extra + n_visual
          for r in ds.recs}
     if max_length and (long := [(i, k) for i, k in n.items() if k >= max_length]):
         raise ValueError(f"{len(long)} samples have prompts of at least max_length={max_length} tokens (e.g. sample {long[0][0]}: "
