@@ -377,11 +377,12 @@ def _masked(s, mask, rows):
     "Apply a layer's mask rows to logits `s` `[B, H, Q, T]`, in place."
     return s.add_(additive_mask(mask, rows.to(s.device), s.shape[-1], s.dtype))
 
-def _layer_probs(q, k, mask, rows, row_mask):
-    "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]`."
+def _layer_probs(q, k, mask, rows, row_mask, out=None):
+    "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]` (into `out`)."
     B, H, Q, D = q.shape; Hkv, T = k.shape[1], k.shape[2]; dt = torch.promote_types(q.dtype, torch.float32)
     s = (q.to(dt).view(B, Hkv, H // Hkv, Q, D) @ k.to(dt)[:, :, None].transpose(-1, -2)).view(B, H, Q, T)   # GQA, no copy
-    p = torch.softmax(_masked(s, mask, rows), -1)
+    s = _masked(s, mask, rows)
+    p = torch.softmax(s, -1) if out is None else torch.ops.aten._softmax.out(s, -1, False, out=out)   # the same kernel
     return p.masked_fill_(~row_mask.to(p.device)[:, None, :, None], 0.)
 
 def _pick(q, k, mask, b, heads=None):
@@ -431,9 +432,9 @@ def _rows_out(rec, plan, shape):
     with torch.autocast(rec.q[layers[0]].device.type, enabled=False):
         for j, b, heads, where in plan:
             i = layers[j]
-            p = _layer_probs(*_pick(rec.q[i], rec.k[i], rec.mask[i], b, heads), rec.rows[b:b+1], rec.row_mask[b:b+1])[0]
-            if out is None: out = p.new_empty(shape)
-            out[where] = p
+            q, k, m = _pick(rec.q[i], rec.k[i], rec.mask[i], b, heads)
+            if out is None: out = torch.empty(shape, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
+            _layer_probs(q, k, m, rec.rows[b:b+1], rec.row_mask[b:b+1], out=out[where][None])   # no [H, Q, T] copy
     return out
 
 class _Rows(torch.autograd.Function):
