@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS', 'GROUNDING_VARIANTS', 'GROUNDING', 'BASELINE_ROWS',
-           'DEMO_STAGES', 'phantom_config', 'finetune_phantom', 'phantom_forward', 'evaluate_phantom', 'summarize',
-           'prepare_seed', 'subset_json', 'run_phantom', 'base_sha', 'run_grid', 'aggregate', 'paired_delta',
-           'results_table', 'table_specs', 'ablation_specs', 'attention_figure', 'seed_models', 'slake_words',
-           'run_slake', 'run_slake_grid', 'grounding_data', 'grounding_tests', 'grounding_run', 'grounding_specs',
-           'load_grounding', 'ci95', 'grounding_table', 'mass_auc', 'fixed_mass', 'baseline_adapter', 'baseline_run',
-           'baseline_grid', 'load_baselines', 'baseline_table', 'demo_report', 'reuse_demo', 'demo', 'demo_command',
-           'demo_cli']
+           'REPORT_VARIANTS', 'REPORT_GRID', 'DEMO_STAGES', 'phantom_config', 'finetune_phantom', 'phantom_forward',
+           'evaluate_phantom', 'summarize', 'prepare_seed', 'subset_json', 'run_phantom', 'base_sha', 'run_grid',
+           'aggregate', 'paired_delta', 'results_table', 'table_specs', 'ablation_specs', 'attention_figure',
+           'seed_models', 'slake_words', 'run_slake', 'run_slake_grid', 'grounding_data', 'grounding_tests',
+           'grounding_run', 'grounding_specs', 'load_grounding', 'ci95', 'grounding_table', 'mass_auc', 'fixed_mass',
+           'baseline_adapter', 'baseline_run', 'baseline_grid', 'load_baselines', 'baseline_table', 'report_data',
+           'report_run', 'report_grid', 'load_report_runs', 'report_table', 'demo_report', 'reuse_demo', 'demo',
+           'demo_command', 'demo_cli']
 
 # %% ../nbs/06_experiments.ipynb #9ec7c87b
 import hashlib, io, json, math, re, shutil, sys, time, warnings
@@ -543,6 +544,113 @@ def baseline_table(runs:list, # from `load_baselines`
         out.append(f"| {r} | " + ' | '.join(line) + f" | {np.mean(list(cell['decode_s'].values())):.0f} |")
     return '\n'.join(out)
 
+
+# %% ../nbs/06_experiments.ipynb #a3r00002
+from .reports import make_phantom_reports, report_labels, phantom_report_attention, report_metrics, LABEL_SOURCES
+from .decoding import generate_answers
+from .evaluation import ATTN_METRICS
+
+# %% ../nbs/06_experiments.ipynb #a3r00004
+REPORT_VARIANTS = {'LoRA': dict(labels=None, cfg=LORA), 'A³Tune': dict(labels='prompt', cfg={}),
+                   'A³Tune sentences': dict(labels='sentences', cfg={}), 'A³Tune GT': dict(labels='gt', cfg={})}
+REPORT_GRID = dict(n_train=200, n_test=50, epochs=25, max_new_tokens=64, k=4,
+                   metrics=('bleu', 'rouge_l', 'meteor', 'bertscore', 'phantom_findings'))   # images, images, epochs, tokens, segments per text
+
+def report_data(work, # working folder
+                seed:int, # training seed (phantom report seed 100 + seed)
+                scorer:Scorer=None, # weak-label scorer (fitted when a label file is missing and None)
+                n_train:int=None, # training images (`REPORT_GRID['n_train']` when None)
+                k:int=None, # weak segments per label text (`REPORT_GRID['k']` when None)
+               )->dict: # 'train' JSON, and a label file per label source ('prompt', 'sentences', 'report') and 'gt'
+    "Write (or reuse) a seed's phantom report training set and its label files."
+    n, k = n_train or REPORT_GRID['n_train'], k or REPORT_GRID['k']
+    d = Path(work)/f'report-train{seed}-{n}'; tj = d/'train.json'
+    if not tj.exists(): write_phantom_dataset(make_phantom_reports(n, 100 + seed), d, 'train.json')
+    paths = dict(train=tj, gt=d/'gt.jsonl', **{s: d/f'weak_{s}_k{k}.jsonl' for s in LABEL_SOURCES})
+    if not paths['gt'].exists(): write_gt_labels(make_phantom_reports(n, 100 + seed), tj, paths['gt'])
+    for s in LABEL_SOURCES:
+        if not paths[s].exists(): report_labels(tj, paths[s], phantom_segmenter(), scorer or (scorer := fit_phantom_scorer()), k, label_text=s)
+    return paths
+
+def report_run(variant:str, # a key of `REPORT_VARIANTS`
+               seed:int, # training seed (also the initialisation)
+               work, # working folder (data, labels, adapters)
+               cache_dir, # results folder: one JSON per run under the base's hash (the grid resumes)
+               base=None, # phantom base folder (the shipped one when None)
+               scorer:Scorer=None, # weak-label scorer (fitted when needed and None)
+               **grid, # overrides of `REPORT_GRID` (the cache key ignores them)
+              )->dict:
+    "Fine-tune one variant on a seed's phantom reports; score its reports and its attention on the test reports (cached)."
+    out = Path(cache_dir)/base_sha(base)/f"report-{variant}-{seed}.json".replace('³', '3').replace(' ', '_')
+    if out.exists(): return json.loads(out.read_text())
+    g, v, t0 = {**REPORT_GRID, **grid}, REPORT_VARIANTS[variant], time.time()
+    paths = report_data(work, seed, scorer, g['n_train'], g['k'])
+    cfg = phantom_config(seed=seed, epochs=g['epochs'], **v['cfg'])
+    model, proc, tr = finetune_phantom(paths['train'], paths[v['labels']] if v['labels'] else None, cfg, Path(work)/'report-runs'/out.stem, base)
+    t1, te = time.time(), make_phantom_reports(g['n_test'], 7777)
+    gen = generate_answers(model, proc, [dict(it, image=phantom_image(it), reference=it['answer']) for it in te], 'greedy', 10, g['max_new_tokens'], None, 0, False)
+    preds = [o['prediction'] for o in gen]
+    test = report_metrics(preds, [it['answer'] for it in te], g['metrics'], **({'bertscore_model': 'minilm-offline'} if 'bertscore' in g['metrics'] else {}))
+    att = [phantom_report_attention(model, proc, it) for it in te]
+    test.update({k: float(np.nanmean([a[k] for a in att])) for k in att[0]})
+    res = dict(split='report', variant=variant, seed=seed, base_sha=base_sha(base), steps=tr.state.global_step, n_test=len(te),
+               train_s=round(t1 - t0, 1), eval_s=round(time.time() - t1, 1), test=test, predictions=preds)
+    out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1, ensure_ascii=False))
+    return res
+
+def _report_seed(seed, variants, work, cache_dir, base, scorer, grid):
+    set_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        return [report_run(v, seed, work, cache_dir, base, scorer, **grid) for v in variants]
+
+def report_grid(seeds=SEEDS, # training seeds
+                variants=tuple(REPORT_VARIANTS), # keys of `REPORT_VARIANTS`
+                work='/tmp/a3tune-exp', # working folder
+                cache_dir=None, # results folder (required)
+                jobs:int=1, # seeds run in parallel processes, one torch thread each
+                base=None, # phantom base folder (the shipped one when None)
+                scorer:Scorer=None, # weak-label scorer (fitted once when needed and None)
+                **grid, # overrides of `REPORT_GRID`
+               )->list:
+    "Run the report grid's missing runs (seed by seed, `jobs` seeds at a time; resumable); returns every cached run of the base."
+    if cache_dir is None: raise ValueError("report_grid needs cache_dir (a results folder)")
+    sha, n, k = base_sha(base), grid.get('n_train', REPORT_GRID['n_train']), grid.get('k', REPORT_GRID['k'])
+    todo = [s for s in seeds if any(not (Path(cache_dir)/sha/f"report-{v}-{s}.json".replace('³', '3').replace(' ', '_')).exists() for v in variants)]
+    if any(not (Path(work)/f'report-train{s}-{n}'/f'weak_{src}_k{k}.jsonl').exists() for s in todo for src in LABEL_SOURCES): scorer = scorer or fit_phantom_scorer()
+    if jobs <= 1 or len(todo) <= 1:
+        for s in todo: _report_seed(s, variants, work, cache_dir, base, scorer, grid)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context('spawn')) as ex:
+            for f in [ex.submit(_report_seed, s, variants, work, cache_dir, base, scorer, grid) for s in todo]: f.result()
+    return load_report_runs(cache_dir, base)
+
+def load_report_runs(cache_dir, # the report grid's results folder
+                     base=None, # phantom base folder (the shipped one when None): only its runs are read
+                    )->list:
+    "Every cached report run of the base."
+    return [json.loads(p.read_text()) for p in sorted((Path(cache_dir)/base_sha(base)).glob('report-*.json'))]
+
+# %% ../nbs/06_experiments.ipynb #a3r00007
+def report_table(runs:list, # from `load_report_runs`
+                 metrics:list, # keys of the runs' `test` dicts, one row each
+                 variants=tuple(REPORT_VARIANTS), # columns (those with runs)
+                 ref:str='LoRA', # paired differences against this variant
+                 digits:dict=None, # decimals per metric (1 by default; 3 for the attention fractions)
+                )->str:
+    "Markdown: per metric, each variant's mean ± 95 % t interval over seeds (n) and the paired difference against `ref`."
+    f = lambda m, h, n, d: f"{m:.{d}f} ± {h:.{d}f} ({n})" if n > 1 else (f"{m:.{d}f} (1)" if n else '–')
+    vs = [v for v in variants if any(r['variant'] == v for r in runs)]; others = [v for v in vs if v != ref]
+    out = ['| metric | ' + ' | '.join(vs) + ' | ' + ' | '.join(f'Δ {v} − {ref}' for v in others) + ' |', '|---' * (1 + len(vs) + len(others)) + '|']
+    for m in metrics:
+        d = (digits or {}).get(m, 3 if m in ATTN_METRICS or m.endswith('_sentence') else 1)
+        cells = {v: {r['seed']: r['test'][m] for r in runs if r['variant'] == v and m in r['test']} for v in vs}
+        diffs = {v: [cells[v][s] - cells[ref][s] for s in cells[v] if s in cells.get(ref, {})] for v in others}
+        line = [f(*ci95(list(cells[v].values())), d) if cells[v] else '–' for v in vs] + [f(*ci95(diffs[v]), d) if diffs[v] else '–' for v in others]
+        out.append(f"| {m} | " + ' | '.join(line) + ' |')
+    return '\n'.join(out)
 
 # %% ../nbs/06_experiments.ipynb #0df1e708
 def _figures(out, results, items, base, work, n)->list: # [{path, caption}]
