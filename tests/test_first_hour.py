@@ -1,0 +1,115 @@
+"A user's first hour (issue 18): shipped model names, fail-fast Hub ids, labelled progress, several `--set` pairs per flag."
+import json, os, time, warnings
+from pathlib import Path
+import pytest
+from _training_fixtures import make_fixture, cli_args, sets, SLAKE
+from a3tune import training
+from a3tune.training import train_cli, train_command, A3TuneModel, SHIPPED_MODELS, load_base, a3tune_model, save_a3tune, A3TuneConfig
+from a3tune.preliminaries import cli_parser
+
+
+@pytest.fixture(scope='module')
+def fx(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('first')
+    make_fixture(tmp, n=4, unlabelled=0)
+    return tmp
+
+
+def _no_install_path(folder:Path):
+    "No saved file of `folder` holds an absolute path or the package's install location."
+    site = str(SHIPPED_MODELS['phantom'].folder.parent.parent)
+    for f in folder.rglob('*'):
+        if f.suffix in ('.json', '.md', '.jinja'):
+            t = f.read_text()
+            assert site not in t and str(folder) not in t and '/site-packages/' not in t, f
+
+
+def test_train_and_eval_a_shipped_name(fx, capsys):
+    "`--model tiny-llava` trains, the adapter and card record the name, and both `from_pretrained` and `eval --model` take it back."
+    from a3tune.evaluation import eval_cli
+    run = fx/'tiny'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)   # e.g. PEFT's "Could not find a config file in tiny-llava"
+        assert train_cli(['tiny-llava', '--data', str(fx/'data.json'), '--images', str(SLAKE/'imgs'), '--out', str(run)]
+                         + sets(max_steps=1, save_steps=10)) == 0
+    assert json.loads((run/'adapter_config.json').read_text())['base_model_name_or_path'] == 'tiny-llava'
+    assert json.loads((run/'a3tune_config.json').read_text())['base']['name_or_path'] == 'tiny-llava'
+    card = (run/'README.md').read_text()
+    assert "a3tune's shipped model `tiny-llava`" in card and "A3TuneModel.from_pretrained('tiny-llava'," in card
+    m = A3TuneModel.from_pretrained(None, run)          # the base the folder names, by name
+    assert m.get_base_model().config._name_or_path == 'tiny-llava'
+    capsys.readouterr()
+    assert eval_cli(['--model', 'tiny-llava', '--adapter', str(run), '--data', str(fx/'data.json'), '--images', str(SLAKE/'imgs'),
+                     '--out', str(fx/'ev'), '--limit', '2', '--max-new-tokens', '2', '--no-progress']) == 0
+    assert json.loads((fx/'ev'/'metrics.json').read_text())['model'] == 'tiny-llava'
+    _no_install_path(run)
+
+
+def test_phantom_by_name_or_install_path_is_saved_as_the_name(tmp_path):
+    "The shipped phantom base, loaded by name or by its site-packages folder, is recorded as `phantom`."
+    for how in ('phantom', str(SHIPPED_MODELS['phantom'].folder)):
+        m, proc = load_base(how)
+        out = save_a3tune(a3tune_model(m, A3TuneConfig()), tmp_path/'ph')
+        assert json.loads((out/'a3tune_config.json').read_text())['base']['name_or_path'] == 'phantom'
+        assert json.loads((out/'adapter_config.json').read_text())['base_model_name_or_path'] == 'phantom'
+        _no_install_path(out)
+
+
+def _fails_fast(fx, capsys, model='a3tune-tests/no-such-model', limit=10.):
+    t0 = time.time()
+    rc = train_cli([model, '--data', str(fx/'data.json'), '--images', str(SLAKE/'imgs'), '--out', str(fx/'never')] + sets(max_steps=1))
+    dt, err = time.time() - t0, capsys.readouterr().err.strip()
+    assert rc == 2 and dt < limit, (rc, dt)
+    assert err.count('\n') == 0 and err.startswith(f'a3tune train: error: --model {model}: not a local folder'), err
+    assert 'local model folder' in err and not (fx/'never').exists()
+    return err
+
+
+def test_hub_id_offline_fails_fast(fx, capsys, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    assert 'the Hub is offline (HF_HUB_OFFLINE)' in _fails_fast(fx, capsys)
+
+
+def test_hub_id_without_network_fails_fast(fx, capsys, monkeypatch):
+    "HF_HUB_OFFLINE unset, the network down (mocked: the probe raises a connection error as a dead network does): no retries."
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    calls = []
+    def dead(url, timeout=None, **kw): calls.append(timeout); raise ConnectionError('[Errno -3] Temporary failure in name resolution')
+    monkeypatch.setattr(training, 'get_hf_file_metadata', dead)
+    assert 'the Hub is unreachable (ConnectionError) within 5 s' in _fails_fast(fx, capsys)
+    assert calls == [5.]
+
+
+def test_hub_id_real_probe_ends_within_seconds(fx, capsys, monkeypatch):
+    "The real probe, network or not: no such model, or no network, is one line and exit 2 within seconds."
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    _fails_fast(fx, capsys, limit=30.)
+
+
+def test_set_takes_several_pairs_per_flag():
+    p = cli_parser(train_command, 'a3tune train')
+    a = p.parse_args(['m', '--data', 'd', '--out', 'o', '--set', 'lam=0.1', 'moe.top_b=3', '--set', 'max_steps=2'])
+    assert a.set == ['lam=0.1', 'moe.top_b=3', 'max_steps=2']
+    assert A3TuneConfig().update(a.set) == A3TuneConfig().update(['lam=0.1']).update(['moe.top_b=3']).update(['max_steps=2'])
+    h = ' '.join(p.format_help().split())
+    assert 'KEY=VALUE [KEY=VALUE ...]' in h and 'several per flag' in h and 'moe.top_b' in h and 'lam_warmup_steps' in h
+
+
+def test_progress_bar_is_labelled_and_no_deprecation_noise(fx, capsys):
+    "The Trainer's bar names its stage; PEFT's `is_gradient_checkpointing` FutureWarning is not shown; several pairs per --set."
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        assert train_cli(cli_args(fx, 'bar', labels=None) + ['--set', 'max_steps=2', 'save_steps=10', 'logging_steps=1',
+                                                             'per_device_batch_size=2', 'grad_accum=1', 'bf16=false']) == 0
+    err = capsys.readouterr().err
+    assert 'train bar: 100%' in err.replace('\r', '\n'), err[-500:]
+    assert not [x for x in w if 'is_gradient_checkpointing' in str(x.message)]
+    assert '`past_key_values`/`cache_params` are deprecated' not in err and '`use_cache=True` is incompatible' not in err
+    assert training.read_adapter_config(fx/'bar')['config']['max_steps'] == 2
+
+
+def test_error_after_an_open_bar_is_on_its_own_line(fx, capsys):
+    "A run that diverges midway leaves the Trainer's bar unfinished; the error still starts a line of its own."
+    assert train_cli(cli_args(fx, 'div', labels=None) + sets(max_steps=3, lr=1e38)) == 2
+    lines = capsys.readouterr().err.replace('\r', '\n').splitlines()
+    assert lines[-1].startswith('a3tune train: error: A³Tune: training diverged at step'), lines[-3:]
