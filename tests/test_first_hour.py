@@ -113,3 +113,46 @@ def test_error_after_an_open_bar_is_on_its_own_line(fx, capsys):
     assert train_cli(cli_args(fx, 'div', labels=None) + sets(max_steps=3, lr=1e38)) == 2
     lines = capsys.readouterr().err.replace('\r', '\n').splitlines()
     assert lines[-1].startswith('a3tune train: error: A³Tune: training diverged at step'), lines[-3:]
+
+
+REPO = Path(__file__).parents[1]
+
+def _figure_cells():
+    for p in sorted((REPO/'nbs').glob('*.ipynb')):
+        for c in json.loads(p.read_text())['cells']:
+            if c['cell_type'] == 'code' and any(k.startswith('image/') for o in c.get('outputs', []) for k in o.get('data', {})):
+                yield p.name, c
+
+def test_every_figure_has_alt_text():
+    "Every notebook cell with an image output carries Quarto's `#| fig-alt:` (a real sentence), among its leading directives."
+    cells = list(_figure_cells())
+    assert len(cells) >= 12
+    for name, c in cells:
+        lines = ''.join(c['source']).splitlines()
+        head = [l for l in lines[:next((i for i, l in enumerate(lines) if not l.startswith('#|')), len(lines))]]
+        alt = [l.split(':', 1)[1].strip() for l in head if l.startswith('#| fig-alt:')]
+        assert alt and len(alt[0].split()) >= 8, f"{name}: figure cell {c.get('id')} has no `#| fig-alt:` directive (or a too short one)"
+
+def test_rendered_docs_carry_the_alt_text():
+    "tools/render_docs.py turns `#| fig-alt` into the cell's `alt` metadata, which nbconvert writes into the `<img alt=...>`."
+    import sys; sys.path.insert(0, str(REPO/'tools'))
+    import render_docs
+    nb = {'cells': [{'cell_type': 'code', 'metadata': {}, 'source': '#| fig-alt: a grey square\nplot()', 'outputs': [], 'execution_count': None}],
+          'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    c = render_docs.filter_nb(nb)['cells'][0]
+    assert c['metadata']['alt'] == 'a grey square' and c['source'] == 'plot()'
+    import nbformat
+    from nbconvert import HTMLExporter
+    png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAWk1v8QAAAABJRU5ErkJggg=='
+    nb['cells'][0]['outputs'] = [{'output_type': 'display_data', 'data': {'image/png': png, 'text/plain': '<Figure>'}, 'metadata': {}}]
+    node = nbformat.from_dict(render_docs.filter_nb(nb))
+    body = render_docs.add_alts(HTMLExporter(template_name='lab').from_notebook_node(node)[0], node)
+    assert '<img alt="a grey square"' in body and 'No description has been provided' not in body
+
+def test_readme_figure_has_alt_text_and_exists():
+    "The README shows one demo attention figure, a small committed PNG, with alt text."
+    import re
+    imgs = re.findall(r'!\[([^\]]+)\]\(([^)\s]+)\)', (REPO/'README.md').read_text())
+    assert imgs, 'no figure in the README'
+    for alt, path in imgs:
+        assert len(alt.split()) >= 8 and (REPO/path).is_file() and (REPO/path).stat().st_size < 200_000, (alt, path)
