@@ -448,15 +448,16 @@ def _llava_items(path, split, images=None):
                     'image': str(image_path(root, r['image'], r['id'])), 'answer_type': r.get('answer_type') or ('CLOSED' if a.lower() in ('yes', 'no') else 'OPEN')})
     return out
 
-def load_items(data, # a SLAKE folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
+def load_items(data, # a SLAKE or VQA-RAD folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
                split:str='validate', # SLAKE split (folders), VQA-RAD split (its JSON)
                images=None, # image root of a JSON data file (default: its own, as `a3tune train`)
               )->list:
     "Generation items from a SLAKE folder, a JSONL of items (relative image paths resolved against its folder) or a JSON data file."
     data = Path(data)
-    if data.is_dir(): return slake_items(data, split)
-    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a JSONL of items nor a JSON data file")
-    if data.suffix == '.json': return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
+    if data.is_dir() and (data/f'{split}.json').is_file(): return slake_items(data, split)   # official fields, for the attention metrics
+    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a data folder, a JSONL of items nor a JSON data file")
+    if data.is_dir() or data.suffix == '.json':   # `load_data`, the reader of labels and train: a VQA-RAD folder, LLaVA / SLAKE / VQA-RAD JSON
+        return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
     items = read_jsonl(data)
     for i, it in enumerate(items):
         miss = [k for k in ('image', 'question', 'answer_type') if k not in it] + ([] if 'reference' in it or 'answer' in it else ['reference'])
@@ -524,7 +525,8 @@ def eval_split(data, # the data `evaluate` reads
               )->str:
     "The split to evaluate: `split` if given, else `test` (the paper's), or `validate` for a SLAKE folder without `test.json`."
     if split: return split
-    return 'validate' if Path(data).is_dir() and not (Path(data)/'test.json').exists() else 'test'
+    d = Path(data)
+    return 'validate' if d.is_dir() and not (d/'test.json').exists() and (d/'validate.json').exists() else 'test'
 
 def evaluate(model:Param(model_help(), str, required=True)=None,
              data:Param('SLAKE folder, a JSONL of items (image, question, reference, answer_type), '

@@ -896,7 +896,7 @@ _SET = Param('KEY=VALUE overrides of config fields: several per flag (--set lam=
 _SET.metavar = 'KEY=VALUE'
 
 def train_command(model:Param(model_help(), str), # base model
-                  data:Param(type=str, required=True)=None, # LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
+                  data:Param(type=str, required=True)=None, # SLAKE or VQA-RAD folder, LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
                   out:Param(type=str, required=True)=None, # output directory: checkpoints and the final adapter
                   images:str=None, # image root (default: the dataset's image folder)
                   labels:str=None, # weak-label file from `a3tune labels` (default: none, LM loss only)
@@ -904,7 +904,7 @@ def train_command(model:Param(model_help(), str), # base model
                   variant:Param(type=str, choices=VARIANTS)='paper', # paper values or the reference code behaviours
                   config:str=None, # A3TuneConfig JSON file
                   set:_SET=None,
-                  split:str='train', # VQA-RAD split to use (train/test/all)
+                  split:str='train', # split of a data folder (SLAKE: train/validate/test) or of the VQA-RAD JSON (train/test/all)
                   resume:Param(type=str, nargs='?', const=True)=None, # resume from CHECKPOINT, or from the last one in --out
                   check_images:bool=True, # check the images' sha256 against the label file (--no-check-images skips it)
                   report_to:str='none', # Trainer logging integrations (tensorboard, wandb, ...)

@@ -156,3 +156,37 @@ def test_readme_figure_has_alt_text_and_exists():
     assert imgs, 'no figure in the README'
     for alt, path in imgs:
         assert len(alt.split()) >= 8 and (REPO/path).is_file() and (REPO/path).stat().st_size < 200_000, (alt, path)
+
+
+def _forms(tmp:Path)->dict:
+    "The same four records of one SLAKE image in each data form, each with its images where the form's default says."
+    import shutil
+    from a3tune.data import slake_to_llava, write_llava_json
+    from a3tune.formats import RAD_FILE, RAD_IMAGES
+    raw = [q for q in json.loads((SLAKE/'train.json').read_text()) if q['img_name'].startswith('xmlab110')][:4]
+    (tmp/'slake').mkdir(); (tmp/'slake'/'train.json').write_text(json.dumps(raw))
+    shutil.copytree(SLAKE/'imgs'/'xmlab110', tmp/'slake'/'imgs'/'xmlab110')
+    (tmp/'conv').mkdir(); write_llava_json(slake_to_llava(tmp/'slake'/'train.json'), tmp/'conv'/'conv.json')
+    shutil.copytree(SLAKE/'imgs'/'xmlab110', tmp/'conv'/'xmlab110')
+    rad = SLAKE.parent/'vqarad-mini'; recs = json.loads((rad/RAD_FILE).read_text())
+    img = next(r['image_name'] for r in recs if not str(r['phrase_type']).startswith('test') and (rad/RAD_IMAGES/r['image_name']).is_file())
+    (tmp/'rad'/RAD_IMAGES).mkdir(parents=True); shutil.copy(rad/RAD_IMAGES/img, tmp/'rad'/RAD_IMAGES/img)
+    (tmp/'rad'/RAD_FILE).write_text(json.dumps([r for r in recs if r['image_name'] == img]))
+    return {'SLAKE folder': tmp/'slake', 'SLAKE split file': tmp/'slake'/'train.json', 'LLaVA JSON': tmp/'conv'/'conv.json', 'VQA-RAD folder': tmp/'rad'}
+
+def test_labels_train_eval_read_every_form_the_same_way(fx, tmp_path, capsys):
+    "`a3tune labels`, `train` and `eval` on each data form, with no --images: one reader (formats.load_data), one image default."
+    from a3tune.cli import main
+    from a3tune.data import load_data, join_labels
+    (tmp_path/'tinyclip.json').write_text(json.dumps({'embed_dim': 32, 'vision_cfg': {'image_size': 32, 'layers': 1, 'width': 64, 'patch_size': 16},
+                                                      'text_cfg': {'context_length': 32, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 1}}))
+    for name, data in _forms(tmp_path).items():
+        recs, root = load_data(data)
+        lab, run, ev = tmp_path/f'{data.stem}.jsonl', tmp_path/f'run-{data.stem}', tmp_path/f'ev-{data.stem}'
+        assert main(['labels', str(data), '--out', str(lab), '-k', '2', '--segmenter', 'felzenszwalb', '--scorer', 'clip',
+                     '--clip-model', str(tmp_path/'tinyclip.json'), '--no-progress']) == 0, (name, capsys.readouterr().err)
+        assert len(join_labels(recs, lab, root)) == len(recs) > 0, name
+        assert main(['train', str(fx/'base'), '--data', str(data), '--labels', str(lab), '--out', str(run)] + sets(max_steps=1, save_steps=10)) == 0, name
+        assert main(['eval', '--model', str(fx/'base'), '--adapter', str(run), '--data', str(data), '--split', 'train', '--out', str(ev),
+                     '--limit', '2', '--max-new-tokens', '2', '--no-progress']) == 0, (name, capsys.readouterr().err)
+        assert json.loads((ev/'metrics.json').read_text())['n'] == 2, name
