@@ -455,7 +455,7 @@ def load_items(data, # a SLAKE or VQA-RAD folder, a JSONL file of items, or a LL
     "Generation items from a SLAKE folder, a JSONL of items (relative image paths resolved against its folder) or a JSON data file."
     data = Path(data)
     if data.is_dir() and (data/f'{split}.json').is_file(): return slake_items(data, split)   # official fields, for the attention metrics
-    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a data folder, a JSONL of items nor a JSON data file")
+    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a VQA-RAD folder, a JSONL of items nor a JSON data file")
     if data.is_dir() or data.suffix == '.json':   # `load_data`, the reader of labels and train: a VQA-RAD folder, LLaVA / SLAKE / VQA-RAD JSON
         return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
     items = read_jsonl(data)

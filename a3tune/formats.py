@@ -214,6 +214,7 @@ def llava_record(id, # sample id (stored as a string)
 def check_record(r:dict, # a record
                  i:int=0, # its index in the file
                  path='data', # the file, for the message
+                 answer:bool=True, # require the answer turn (training, evaluation); weak labels need only the question
                 )->dict:
     "Raise a `ValueError` naming the file, record and field unless `r` is a valid conversation record."
     where = f"{path}: record {i} (id {r.get('id')!r})" if isinstance(r, dict) else f"{path}: record {i}"
@@ -224,6 +225,7 @@ def check_record(r:dict, # a record
         raise ValueError(f"{where}: 'id' must be a non-empty string or integer (ids join the weak labels)")
     if not isinstance(r['image'], str) or not r['image'].strip(): raise ValueError(f"{where}: 'image' must be a path string")
     cv = r['conversations']
+    if not answer and isinstance(cv, list) and len(cv) == 1: cv = cv + [{'from': 'gpt', 'value': '-'}]   # a question alone is enough here
     if not isinstance(cv, list) or len(cv) < 2 or any(not isinstance(t, dict) or not isinstance(t.get('value'), str) for t in cv):
         raise ValueError(f"{where}: 'conversations' must be a list of two {{'from', 'value'}} turns with text values")
     if len(cv) > 2: raise ValueError(f"{where}: 'conversations' has {len(cv)} turns; a3tune trains on one question and its answer, "
@@ -236,17 +238,18 @@ def check_record(r:dict, # a record
     return r
 
 def question_answer(r:dict)->tuple:
-    "The question (without `<image>`) and the answer of a record."
+    "The question (without `<image>`) and the answer of a record ('' for a question alone, see `check_record(answer=False)`)."
     cv = r['conversations']
-    return cv[0]['value'].replace('<image>', '').strip(), cv[1]['value'].strip()
+    return cv[0]['value'].replace('<image>', '').strip(), cv[1]['value'].strip() if len(cv) > 1 else ''
 
 # %% ../nbs/00a_formats.ipynb #c6790f0a
 def read_llava_json(path, # a LLaVA conversation JSON file
+                    answer:bool=True, # require each record's answer turn (see `check_record`)
                    )->list:
     "Read and check a LLaVA conversation JSON (list of records with unique ids)."
     data = read_json(path, 'LLaVA conversation JSON')
     if not isinstance(data, list): raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    recs = [check_record(r, i, path) for i, r in enumerate(data)]
+    recs = [check_record(r, i, path, answer) for i, r in enumerate(data)]
     for r in recs: r['id'] = str(r['id'])
     _unique_ids(recs, path)
     return recs
@@ -307,6 +310,7 @@ RAD_FILE, RAD_IMAGES = 'VQA_RAD Dataset Public.json', 'VQA_RAD Image Folder'
 
 def load_data(path, # a SLAKE or VQA-RAD folder, a LLaVA conversation JSON, a SLAKE split file or the VQA-RAD JSON
               split:str='train', # folders: the SLAKE split file (train/validate/test); VQA-RAD: train/test/all
+              answers:bool=True, # LLaVA JSON: require answers (False for weak labels, which need only the questions)
              )->tuple:
     "`(records, default_image_root)` of a data folder or file, in the conversation format: what `labels`, `train` and `eval` read."
     path = Path(path)
@@ -319,7 +323,7 @@ def load_data(path, # a SLAKE or VQA-RAD folder, a LLaVA conversation JSON, a SL
     data = read_json(path, 'data file')
     if not isinstance(data, list) or not data: raise ValueError(f"{path}: expected a non-empty JSON list of records, got {'an empty list' if data == [] else type(data).__name__}")
     first = data[0] if isinstance(data[0], dict) else {}
-    if 'conversations' in first: return read_llava_json(path), path.parent
+    if 'conversations' in first: return read_llava_json(path, answers), path.parent
     if 'img_name' in first: return slake_to_llava(path), path.parent/'imgs'
     if 'phrase_type' in first: return vqarad_to_llava(path, split), path.parent/RAD_IMAGES
     raise ValueError(f"{path}: not a LLaVA conversation JSON, SLAKE split or VQA-RAD JSON (first record's keys: {sorted(first)})")

@@ -656,7 +656,7 @@ def read_samples(path, # a SLAKE or VQA-RAD folder, a LLaVA conversation JSON, a
                  split:str='train', # a folder's split (see `formats.load_data`)
                 )->list:
     "Samples `{'id', 'image', 'prompt'}` of a data folder or file (read by `formats.load_data`)."
-    return _samples(load_data(path, split)[0])
+    return _samples(load_data(path, split, answers=False)[0])
 
 # %% ../nbs/01_weak_labels.ipynb #846cc739
 LABELS_FORMAT, LABELS_VERSION = 'a3tune-weak-labels', 1
@@ -888,7 +888,7 @@ def run_labels(data:str,             # SLAKE or VQA-RAD folder, LLaVA conversati
     seg, sc = SEGMENTERS[segmenter](**opts), SCORERS[scorer](**opts)
     prov = sc.provenance(); zs = {True: 'yes', False: 'NO', None: 'unknown'}[prov.get('zero_shot')]
     print(f"scorer {scorer}: trained on {prov['trained_on']}; zero-shot labels: {zs}", file=sys.stderr)
-    recs, root = load_data(data, split)   # the reader of train and eval: same forms, same default image folder
+    recs, root = load_data(data, split, answers=False)   # the reader of train and eval: same forms, same default image folder
     res = build_labels(_samples(recs), out, seg, sc, k, images or root, skip_bad, progress=not no_progress)
     for e in res['errors']: print(f"skipped {e['image']}: {e['error']}", file=sys.stderr)
     if res['no_proposals']: print(f"{len(res['no_proposals'])} images had no segment proposals and got empty labels (e.g. {res['no_proposals'][0]})", file=sys.stderr)
