@@ -95,12 +95,16 @@ def test_set_takes_several_pairs_per_flag():
     assert 'KEY=VALUE [KEY=VALUE ...]' in h and 'several per flag' in h and 'moe.top_b' in h and 'lam_warmup_steps' in h
 
 
-def test_progress_bar_is_labelled_and_no_deprecation_noise(fx, capsys):
+def test_progress_bar_is_labelled_and_no_deprecation_noise(fx, capsys, monkeypatch):
     "The Trainer's bar names its stage; PEFT's `is_gradient_checkpointing` FutureWarning is not shown; several pairs per --set."
+    from transformers.utils import logging as hf_logging
+    if os.environ.get('TQDM_DISABLE'): pytest.skip('TQDM_DISABLE is set: tqdm reads it once, at import')
+    level = hf_logging.get_verbosity(); hf_logging.set_verbosity_warning()   # the Trainer hides its bar above WARNING
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         assert train_cli(cli_args(fx, 'bar', labels=None) + ['--set', 'max_steps=2', 'save_steps=10', 'logging_steps=1',
                                                              'per_device_batch_size=2', 'grad_accum=1', 'bf16=false']) == 0
+    hf_logging.set_verbosity(level)
     err = capsys.readouterr().err
     assert 'train bar: 100%' in err.replace('\r', '\n'), err[-500:]
     assert not [x for x in w if 'is_gradient_checkpointing' in str(x.message)]
