@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'GEOMETRIES', 'TOKEN_MAPS', 'set_threads',
-           'hub_kernels_offline', 'cli_parser', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor', 'tiny_llava',
-           'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid', 'register_geometry',
-           'AttentionRows', 'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'additive_mask',
-           'enable_attention_rows', 'attention_rows', 'gather_visual', 'visual_map_eq2']
+           'hub_kernels_offline', 'cli_parser', 'error_line', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor',
+           'tiny_llava', 'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid',
+           'register_geometry', 'AttentionRows', 'query_rows', 'AttentionRecorder', 'a3_sdpa_attention',
+           'additive_mask', 'enable_attention_rows', 'attention_rows', 'gather_visual', 'visual_map_eq2']
 
 # %% ../nbs/00_preliminaries.ipynb #17f7b888
 import os, sys, math, inspect, argparse
@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizer
 from fastcore.docments import docments
 from fastcore.basics import patch
 from fastcore.script import Param
+from tqdm import tqdm
 
 
 # %% ../nbs/00_preliminaries.ipynb #adf2c52b
@@ -68,6 +69,14 @@ def cli_parser(func, # a function with annotated, docmented parameters
 
 USER_ERRORS = (ValueError, OSError)
 
+def error_line(msg:str, # the one-line message
+               file=None, # stream to write (default: `sys.stderr`)
+              ):
+    "Print `msg` on a line of its own, also below an unfinished progress bar (a tqdm bar ends its line with no newline)."
+    file = file or sys.stderr
+    if any(not getattr(b, 'disable', True) for b in list(getattr(tqdm, '_instances', ()))): file.write('\n')
+    print(msg, file=file, flush=True)
+
 def run_cli(func, # the engine: a function with annotated, docmented parameters
             argv:list=None, # arguments after the subcommand; `sys.argv[1:]` when None
             prog:str=None, # program name, e.g. 'a3tune labels'
@@ -78,7 +87,7 @@ def run_cli(func, # the engine: a function with annotated, docmented parameters
     try: res = func(**a)
     except USER_ERRORS as e:
         if debug: raise
-        print(f"{prog or func.__name__}: error: {e}", file=sys.stderr); return 2
+        error_line(f"{prog or func.__name__}: error: {e}"); return 2
     return res if isinstance(res, int) else 0
 
 # %% ../nbs/00_preliminaries.ipynb #e8994039
