@@ -281,7 +281,9 @@ class A3MoEConfig:
 # %% ../nbs/02_a3moe.ipynb #a7c1e002
 def _cache_of(d)->object:
     "The generation cache in forward kwargs or outputs (`cache`, formerly `past_key_values`), or None."
-    return next((d[k] for k in ('cache', 'past_key_values') if d.get(k) is not None), None)
+    if d.get('cache') is not None: return d['cache']
+    old = getattr(d, '__dataclass_fields__', d)   # asking an output class for `past_key_values` logs a deprecation: only where it still declares it
+    return d.get('past_key_values') if 'past_key_values' in old else None
 
 def _cache_len(cache)->int:
     "Tokens a generation cache already holds (0 for none)."

@@ -30,7 +30,7 @@ def register_command(name:str, # the subcommand, `a3tune NAME`
     COMMANDS[name] = Command(module, func, help)
     return COMMANDS[name]
 
-register_command('labels', 'a3tune.weak_labels', 'labels_cli', 'build prompt-aware weak labels (LiteMedSAM segments + MiniLM scorer by default, top-K)')
+register_command('labels', 'a3tune.reports', 'labels_cli', 'build prompt-aware weak labels (LiteMedSAM segments + MiniLM scorer by default, top-K; --label-text for reports)')  # run_labels + --label-text
 register_command('train', 'a3tune.training', 'train_cli', 'fine-tune a LLaVA-family model with A³Tune')
 register_command('eval', 'a3tune.reports', 'eval_task_cli', 'generate and score: VQA answers and attention metrics, or reports (--task report)')  # a3tune.reports registers --task report
 register_command('demo', 'a3tune.experiments', 'demo_cli', 'run the end-to-end CPU demo on phantom images')

@@ -27,7 +27,7 @@ from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .preliminaries import run_cli
 from fastcore.script import Param
 from .data import question_answer, load_data, image_path
-from .training import load_a3tune, write_model_card
+from .training import load_a3tune, write_model_card, load_base, shipped_name, model_help
 from .decoding import (strategy_options, vqa_prompt, vqa_inputs, open_image, a3_generation_context, STRATEGIES, strategy_help,
                              generate_answers, read_jsonl, RECORD_FIELDS)
 
@@ -448,15 +448,16 @@ def _llava_items(path, split, images=None):
                     'image': str(image_path(root, r['image'], r['id'])), 'answer_type': r.get('answer_type') or ('CLOSED' if a.lower() in ('yes', 'no') else 'OPEN')})
     return out
 
-def load_items(data, # a SLAKE folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
+def load_items(data, # a SLAKE or VQA-RAD folder, a JSONL file of items, or a LLaVA / SLAKE / VQA-RAD JSON file
                split:str='validate', # SLAKE split (folders), VQA-RAD split (its JSON)
                images=None, # image root of a JSON data file (default: its own, as `a3tune train`)
               )->list:
     "Generation items from a SLAKE folder, a JSONL of items (relative image paths resolved against its folder) or a JSON data file."
     data = Path(data)
-    if data.is_dir(): return slake_items(data, split)
-    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a JSONL of items nor a JSON data file")
-    if data.suffix == '.json': return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
+    if data.is_dir() and (data/f'{split}.json').is_file(): return slake_items(data, split)   # official fields, for the attention metrics
+    if not data.exists(): raise FileNotFoundError(f"--data {data}: neither a SLAKE folder, a VQA-RAD folder, a JSONL of items nor a JSON data file")
+    if data.is_dir() or data.suffix == '.json':   # `load_data`, the reader of labels and train: a VQA-RAD folder, LLaVA / SLAKE / VQA-RAD JSON
+        return _llava_items(data, split if split in ('train', 'test', 'all') else 'test', images)
     items = read_jsonl(data)
     for i, it in enumerate(items):
         miss = [k for k in ('image', 'question', 'answer_type') if k not in it] + ([] if 'reference' in it or 'answer' in it else ['reference'])
@@ -464,14 +465,14 @@ def load_items(data, # a SLAKE folder, a JSONL file of items, or a LLaVA / SLAKE
         if not Path(it['image']).is_absolute(): it['image'] = str(data.parent/it['image'])
     return items
 
-def load_eval_model(model_dir, # the base model: a folder written by `save_pretrained` (model and processor) or a Hub id
+def load_eval_model(model_dir, # the base model: a folder written by `save_pretrained` (model and processor), a Hub id or a shipped name
                     adapter=None, # an A³Tune adapter folder (`a3tune train --out`), or None
                     device:str='cpu', # torch device
                    ):
     "The model (with its A³Tune adapter, via `load_a3tune`) in eval mode and its processor."
-    from transformers import AutoProcessor, AutoModelForImageTextToText
-    model = AutoModelForImageTextToText.from_pretrained(model_dir)
-    processor = AutoProcessor.from_pretrained(adapter if adapter and (Path(adapter)/'processor_config.json').exists() else model_dir)
+    from transformers import AutoProcessor
+    model, processor = load_base(str(model_dir))   # fails fast on a Hub id it cannot reach
+    if adapter and (Path(adapter)/'processor_config.json').exists(): processor = AutoProcessor.from_pretrained(adapter)
     if adapter: model = load_a3tune(model, adapter)
     return model.to(device).eval(), processor
 
@@ -524,9 +525,10 @@ def eval_split(data, # the data `evaluate` reads
               )->str:
     "The split to evaluate: `split` if given, else `test` (the paper's), or `validate` for a SLAKE folder without `test.json`."
     if split: return split
-    return 'validate' if Path(data).is_dir() and not (Path(data)/'test.json').exists() else 'test'
+    d = Path(data)
+    return 'validate' if d.is_dir() and not (d/'test.json').exists() and (d/'validate.json').exists() else 'test'
 
-def evaluate(model:Param('base model folder (save_pretrained, with its processor) or Hub id', str, required=True)=None,
+def evaluate(model:Param(model_help(), str, required=True)=None,
              data:Param('SLAKE folder, a JSONL of items (image, question, reference, answer_type), '
                         'or a LLaVA conversation / SLAKE split / VQA-RAD JSON', str, required=True)=None,
              out:Param('output folder', str, required=True)=None,
@@ -560,7 +562,7 @@ def evaluate(model:Param('base model folder (save_pretrained, with its processor
     kw.update(strategy_options(strategy, strategy_set))
     recs = generate_answers(m, processor, items, strategy, batch_size, max_new_tokens, o/'answers.jsonl', seed, progress, **kw)
     tabs = {k: vqa_table(recs, k, seed=seed) for k in VQA_METRICS}
-    res = dict(model=str(model), adapter=adapter, data=str(data), split=split, strategy=strategy,
+    res = dict(model=shipped_name(model) or str(model), adapter=adapter, data=str(data), split=split, strategy=strategy,
                strategy_options={**STRATEGIES[strategy].options, **kw}, n=len(recs), R=R,
                **{k: t.rows for k, t in tabs.items()})
     for it, r in zip(items, recs): it['prediction'] = r['prediction']

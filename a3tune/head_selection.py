@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from fastcore.basics import patch
-from .preliminaries import gather_visual, additive_mask
+from .preliminaries import gather_visual
 
 # %% ../nbs/03_head_selection.ipynb #143546fb
 @torch.no_grad()
@@ -138,18 +138,7 @@ def recorded_ratio(rec, # an `AttentionRecorder` after the forward (`a3tune.prel
 def selected_rows(rec, # an `AttentionRecorder` after the forward
                   head_mask:torch.Tensor, # `[B, L, H]` bool with the same number R of heads in every sample
                  )->torch.Tensor: # `[B, R, Q, T]` attention probabilities of the selected heads (with gradient)
-    "Attention rows of the selected heads only, recomputed from the recorder with gradient."
-    layers = sorted(rec.q)
-    B, H, Q, D = rec.q[layers[0]].shape; Hkv, T = rec.k[layers[0]].shape[1:3]
+    "Attention rows of the selected heads only: computed, kept and differentiated for those heads alone."
     n = head_mask.flatten(1).sum(1)
     if (n != n[0]).any(): raise ValueError(f"every sample needs the same number of selected heads, got {n.tolist()}")
-    idx = head_mask.flatten(1).nonzero()[:, 1].view(B, -1)                          # [B, R] over L·H
-    R, lay, b = idx.shape[1], idx // H, torch.arange(B, device=idx.device)[:, None]
-    q = torch.stack([rec.q[i] for i in layers], 1).flatten(1, 2)[b, idx]           # [B, R, Q, D]; indexing saves no copy
-    k = torch.stack([rec.k[i] for i in layers], 1).flatten(1, 2)[b, lay * Hkv + (idx % H) // (H // Hkv)]   # [B, R, T, D]
-    s = q.float() @ k.float().transpose(-1, -2)                                     # [B, R, Q, T]
-    masks = [rec.mask[i] for i in layers]
-    rows = rec.rows.to(s.device)   # additive masks: nothing [B, R, Q, T] is saved for the backward
-    if all(m is masks[0] for m in masks): return (s + additive_mask(masks[0], rows, T, s.dtype)).softmax(-1)
-    m = torch.stack([additive_mask(mk, rows, T, s.dtype)[:, 0] for mk in masks], 1)   # [B, L, Q, T]
-    return (s + m[b, lay]).softmax(-1)
+    return rec.head_rows(head_mask.flatten(1).nonzero()[:, 1].view(len(n), -1))   # [B, R] over L·H, in order

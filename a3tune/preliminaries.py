@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'SPECIAL_TOKENS', 'BASE_WORDS', 'CHAT_TEMPLATE', 'GEOMETRIES', 'TOKEN_MAPS', 'set_threads',
-           'hub_kernels_offline', 'cli_parser', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor', 'tiny_llava',
-           'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid', 'register_geometry',
-           'AttentionRows', 'query_rows', 'AttentionRecorder', 'a3_sdpa_attention', 'additive_mask',
-           'enable_attention_rows', 'attention_rows', 'gather_visual', 'visual_map_eq2']
+           'hub_kernels_offline', 'cli_parser', 'error_line', 'run_cli', 'tiny_tokenizer', 'tiny_image_processor',
+           'tiny_llava', 'LVLMAdapter', 'get_adapter', 'ImageGeometry', 'image_geometry', 'region_to_grid',
+           'register_geometry', 'AttentionRows', 'query_rows', 'AttentionRecorder', 'a3_sdpa_attention',
+           'additive_mask', 'enable_attention_rows', 'attention_rows', 'gather_visual', 'visual_map_eq2']
 
 # %% ../nbs/00_preliminaries.ipynb #17f7b888
 import os, sys, math, inspect, argparse
@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, AddedToken, models, normalizers, pre_tokenizer
 from fastcore.docments import docments
 from fastcore.basics import patch
 from fastcore.script import Param
+from tqdm import tqdm
 
 
 # %% ../nbs/00_preliminaries.ipynb #adf2c52b
@@ -68,6 +69,14 @@ def cli_parser(func, # a function with annotated, docmented parameters
 
 USER_ERRORS = (ValueError, OSError)
 
+def error_line(msg:str, # the one-line message
+               file=None, # stream to write (default: `sys.stderr`)
+              ):
+    "Print `msg` on a line of its own, also below an unfinished progress bar (a tqdm bar ends its line with no newline)."
+    file = file or sys.stderr
+    if any(not getattr(b, 'disable', True) for b in list(getattr(tqdm, '_instances', ()))): file.write('\n')
+    print(msg, file=file, flush=True)
+
 def run_cli(func, # the engine: a function with annotated, docmented parameters
             argv:list=None, # arguments after the subcommand; `sys.argv[1:]` when None
             prog:str=None, # program name, e.g. 'a3tune labels'
@@ -78,7 +87,7 @@ def run_cli(func, # the engine: a function with annotated, docmented parameters
     try: res = func(**a)
     except USER_ERRORS as e:
         if debug: raise
-        print(f"{prog or func.__name__}: error: {e}", file=sys.stderr); return 2
+        error_line(f"{prog or func.__name__}: error: {e}"); return 2
     return res if isinstance(res, int) else 0
 
 # %% ../nbs/00_preliminaries.ipynb #e8994039
@@ -337,9 +346,11 @@ def query_rows(query_mask, # bool `[B, T]`: the query positions
 # %% ../nbs/00_preliminaries.ipynb #10737b67
 class AttentionRecorder:
     "Collects, during one forward, what `attention_rows` needs from every decoder layer."
-    def __init__(self, rows, row_mask): self.rows, self.row_mask, self.q, self.k, self.mask = rows, row_mask, {}, {}, {}
+    def __init__(self, rows, row_mask):
+        self.rows, self.row_mask, self.q, self.k, self.mask = rows, row_mask, {}, {}, {}
+        self.tap, self.pending = {}, {}   # per layer: its gradient tap; row gradients waiting for that layer's backward
     def record(self, module, query, key, attention_mask, scaling):
-        "Keep the scaled query rows, the keys and the mask rows of `module`'s layer."
+        "Keep the scaled query rows, the keys and the mask rows of `module`'s layer (and tap them when they carry a gradient)."
         B, H, T, D = query.shape
         if T == 1: return   # a decode step with a KV cache: the rows refer to the prompt
         rows = self.rows.to(query.device); Q = rows.shape[1]; i = module.layer_idx
@@ -347,6 +358,9 @@ class AttentionRecorder:
         self.k[i] = key                                                                                    # [B, Hkv, T, D]
         self.mask[i] = None if attention_mask is None else attention_mask.gather(
             2, rows[:, None, :, None].expand(B, attention_mask.shape[1], Q, attention_mask.shape[-1]))     # [B, 1 or H, Q, T]
+        if torch.is_grad_enabled() and (self.q[i].requires_grad or key.requires_grad):
+            self.tap[i] = _RowsTap.apply(self.pending, i, self.mask[i], rows, self.row_mask.to(query.device), self.q[i], key)
+        else: self.tap.pop(i, None)
 
 def a3_sdpa_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, a3_rows=None, a3_mask=None, **kwargs):
     "SDPA attention that feeds `a3_rows` (an `AttentionRecorder`) and lets `a3_mask` (module, query, key, mask, scaling) -> mask change the mask."
@@ -372,50 +386,112 @@ def _masked(s, mask, rows):
     "Apply a layer's mask rows to logits `s` `[B, H, Q, T]`, in place."
     return s.add_(additive_mask(mask, rows.to(s.device), s.shape[-1], s.dtype))
 
-def _layer_probs(q, k, mask, rows, row_mask):
-    "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]`."
+def _layer_probs(q, k, mask, rows, row_mask, out=None):
+    "Softmax rows `[B, H, Q, T]` of one layer from scaled query rows `q` `[B, H, Q, D]` and keys `k` `[B, Hkv, T, D]` (into `out`)."
     B, H, Q, D = q.shape; Hkv, T = k.shape[1], k.shape[2]; dt = torch.promote_types(q.dtype, torch.float32)
     s = (q.to(dt).view(B, Hkv, H // Hkv, Q, D) @ k.to(dt)[:, :, None].transpose(-1, -2)).view(B, H, Q, T)   # GQA, no copy
-    p = torch.softmax(_masked(s, mask, rows), -1)
+    s = _masked(s, mask, rows)
+    p = torch.softmax(s, -1) if out is None else torch.ops.aten._softmax.out(s, -1, False, out=out)   # the same kernel
     return p.masked_fill_(~row_mask.to(p.device)[:, None, :, None], 0.)
 
-class _RowsSoftmax(torch.autograd.Function):
-    "softmax(q kᵀ + mask) for the recorded rows of all layers; the backward recomputes one layer at a time."
+def _pick(q, k, mask, b, heads=None):
+    "Sample `b` of a layer's (query rows, keys, mask rows), restricted to the query `heads` (then one key head per query head)."
+    q, k, mask = q[b:b+1], k[b:b+1], None if mask is None else mask[b:b+1]
+    if heads is None: return q, k, mask
+    heads = heads.to(q.device)
+    if mask is not None and mask.shape[1] > 1: mask = mask[:, heads]
+    return q[:, heads], k[:, heads // (q.shape[1] // k.shape[1])], mask
+
+class _RowsTap(torch.autograd.Function):
+    "Created by `record` on a layer's (query rows, keys): its backward turns the row gradients filed for the layer into their gradients."
     @staticmethod
-    def forward(ctx, rows, row_mask, masks, *qk):
-        ctx.rows, ctx.row_mask, ctx.masks = rows, row_mask, masks
-        ctx.save_for_backward(*qk)
-        out = None
-        for j, m in enumerate(masks):   # one layer at a time into the output: no list of per-layer copies
-            p = _layer_probs(qk[2*j], qk[2*j+1], m, rows, row_mask)
-            if out is None: out = p.new_empty(p.shape[0], len(masks), *p.shape[1:])
-            out[:, j] = p
-        return out
+    def forward(ctx, pending, i, mask, rows, row_mask, q, k):
+        ctx.pending, ctx.i, ctx.mask, ctx.rows, ctx.row_mask = pending, i, mask, rows, row_mask
+        ctx.save_for_backward(q, k)
+        return q.new_zeros(())   # a token: the rows' autograd function takes it as input, so the backward comes here
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, _):
+        q, k = ctx.saved_tensors
+        dt = torch.promote_types(q.dtype, torch.float32); G = q.shape[1] // k.shape[1]
+        gq = torch.zeros(q.shape, dtype=dt, device=q.device) if ctx.needs_input_grad[5] else None
+        gk = torch.zeros(k.shape, dtype=dt, device=k.device) if ctx.needs_input_grad[6] else None
+        with torch.autocast(q.device.type, enabled=False):
+            for b, heads, g in ctx.pending.pop(ctx.i, []):   # one sample (and its heads of this layer) at a time
+                qb, kb, mb = _pick(q, k, ctx.mask, b, heads)
+                p = _layer_probs(qb, kb, mb, ctx.rows[b:b+1], ctx.row_mask[b:b+1])      # [1, n, Q, T]
+                g = g.to(device=p.device, dtype=dt)[None]
+                t = (g.unsqueeze(-2) @ p.unsqueeze(-1)).squeeze(-1)                      # Σ_t g·p, without a [.., T] temporary
+                gs = p.mul_(g - t)                                                        # d softmax, in p's buffer
+                _, n, Q, T = gs.shape; nkv, D = kb.shape[1], kb.shape[3]
+                gs = gs.view(1, nkv, n // nkv, Q, T)
+                if gq is not None:
+                    d = (gs @ kb.to(dt)[:, :, None]).view(n, Q, D)
+                    if heads is None: gq[b] += d
+                    else: gq[b].index_add_(0, heads.to(gq.device), d)
+                if gk is not None:
+                    d = (gs.transpose(-1, -2) @ qb.to(dt).view(1, nkv, n // nkv, Q, D)).sum(2)[0]   # [nkv, T, D]
+                    if heads is None: gk[b] += d
+                    else: gk[b].index_add_(0, (heads // G).to(gk.device), d)
+        return (None,) * 5 + (None if gq is None else gq.to(q.dtype), None if gk is None else gk.to(k.dtype))
+
+def _rows_out(rec, plan, shape):
+    "The probabilities `plan` asks for: `(layer position, sample, heads or None, where in the output)`."
+    layers, out = sorted(rec.q), None
+    with torch.autocast(rec.q[layers[0]].device.type, enabled=False):
+        for j, b, heads, where in plan:
+            i = layers[j]
+            q, k, m = _pick(rec.q[i], rec.k[i], rec.mask[i], b, heads)
+            if out is None: out = torch.empty(shape, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
+            _layer_probs(q, k, m, rec.rows[b:b+1], rec.row_mask[b:b+1], out=out[where][None])   # no [H, Q, T] copy
+    return out
+
+class _Rows(torch.autograd.Function):
+    "The recorded rows' probabilities (`_rows_out`); the backward files each layer's share of the gradient for its tap."
+    @staticmethod
+    def forward(ctx, rec, plan, shape, *taps):
+        ctx.pending, ctx.plan, ctx.layers, ctx.tapped = rec.pending, plan, sorted(rec.q), set(rec.tap)
+        return _rows_out(rec, plan, shape)
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        qk, grads = ctx.saved_tensors, []
-        for j, m in enumerate(ctx.masks):
-            q, k = qk[2*j], qk[2*j+1]
-            p = _layer_probs(q, k, m, ctx.rows, ctx.row_mask)
-            gj = g[:, j].to(p.dtype)
-            t = (gj.unsqueeze(-2) @ p.unsqueeze(-1)).squeeze(-1)                     # Σ_t g·p, without a [.., T] temporary
-            gs = p.mul_(gj - t)                                                       # d softmax, in p's buffer
-            B, H, Q, T = gs.shape; Hkv, D = k.shape[1], k.shape[3]
-            gq = (gs.view(B, Hkv, H // Hkv, Q, T) @ k.to(p.dtype)[:, :, None]).view(B, H, Q, D)
-            gk = (gs.view(B, Hkv, H // Hkv, Q, T).transpose(-1, -2) @ q.to(p.dtype).view(B, Hkv, H // Hkv, Q, D)).sum(2)
-            grads += [gq.to(q.dtype), gk.to(k.dtype)]
-        return (None, None, None, *grads)
+        for j, b, heads, where in ctx.plan:
+            if ctx.layers[j] in ctx.tapped: ctx.pending.setdefault(ctx.layers[j], []).append((b, heads, g[where]))
+        return (None, None, None, *[g.new_zeros(()) for _ in ctx.tapped])
+
+def _apply_rows(rec, plan, shape):
+    taps = [rec.tap[i] for i in sorted(rec.tap)]
+    if not taps:
+        with torch.no_grad(): return _rows_out(rec, plan, shape)
+    return _Rows.apply(rec, plan, shape, *taps)
+
+def _check_recorded(rec):
+    if not rec.q: raise RuntimeError("no attention was recorded: the text tower does not use the 'a3_sdpa' attention; "
+                                     "call `enable_attention_rows(model)` before the forward.")
 
 @patch
 def result(self:AttentionRecorder)->AttentionRows:
     "Compute the recorded rows' attention probabilities for all layers: `AttentionRows`."
-    if not self.q: raise RuntimeError("no attention was recorded: the text tower does not use the 'a3_sdpa' attention; "
-                                      "call `enable_attention_rows(model)` before the forward.")
-    layers = sorted(self.q)
-    qk = [t for i in layers for t in (self.q[i], self.k[i])]
-    probs = _RowsSoftmax.apply(self.rows, self.row_mask, [self.mask[i] for i in layers], *qk)   # [B, L, H, Q, T]
-    return AttentionRows(probs, self.rows, self.row_mask)
+    _check_recorded(self)
+    layers = sorted(self.q); (B, H, Q, _), T = self.q[layers[0]].shape, self.k[layers[0]].shape[2]
+    plan = [(j, b, None, (b, j)) for j in range(len(layers)) for b in range(B)]
+    return AttentionRows(_apply_rows(self, plan, (B, len(layers), H, Q, T)), self.rows, self.row_mask)   # [B, L, H, Q, T]
+
+@patch
+def head_rows(self:AttentionRecorder, heads:torch.Tensor, # `[B, R]` increasing head indices over layers × heads (`l·H + h`)
+             )->torch.Tensor: # `[B, R, Q, T]`
+    "Probabilities of only the given heads of each sample, with gradient when the forward had one."
+    _check_recorded(self)
+    layers = sorted(self.q); (B, H, Q, _), T = self.q[layers[0]].shape, self.k[layers[0]].shape[2]
+    plan = []
+    for b, hs in enumerate(heads.tolist()):
+        if any(x >= y for x, y in zip(hs, hs[1:])): raise ValueError(f"head indices must increase along each row, got {hs}")
+        r0 = 0
+        for j in range(len(layers)):
+            r1 = r0 + sum(h // H == j for h in hs[r0:])
+            if r1 > r0: plan.append((j, b, torch.tensor([h % H for h in hs[r0:r1]]), (b, slice(r0, r1))))
+            r0 = r1
+    return _apply_rows(self, plan, (B, heads.shape[1], Q, T))
 
 @patch
 @torch.no_grad()

@@ -8,17 +8,20 @@ __all__ = ['REPORT_PROMPT', 'SPLITS', 'VIEWS', 'REPORT_METRICS', 'BERTSCORE_MODE
            'r2gen_to_llava', 'prepare_reports', 'MissingExtra', 'register_report_metric', 'bleu', 'sacre_bleu',
            'rouge_l', 'rouge_l_coco', 'meteor', 'bertscore', 'clinical_scorer', 'chexbert', 'radgraph', 'ratescore',
            'report_metrics', 'phantom_report', 'make_phantom_reports', 'phantom_findings_of', 'phantom_findings',
-           'report_label_text', 'report_intervals', 'evaluate_reports', 'report_eval_cli']
+           'phantom_report_attention', 'report_label_text', 'text_label_records', 'unite_text_labels', 'report_labels',
+           'labels_cli', 'report_intervals', 'evaluate_reports', 'report_eval_cli']
 
 # %% ../nbs/05d_reports.ipynb #0005d002
-import re, shutil, inspect, importlib, numpy as np
+import re, sys, shutil, inspect, importlib, numpy as np, torch
 from pathlib import Path
 from .formats import read_json
-from .data import llava_record, write_llava_json, question_answer
-from .phantom import _scene, render_phantom, _organ_gt, POSITIONS
-from .preliminaries import run_cli
-from .decoding import STRATEGIES, strategy_options, generate_answers
-from .evaluation import load_items, load_eval_model, json_safe, register_eval_task, eval_task_cli
+from .data import llava_record, write_llava_json, question_answer, load_data
+from .phantom import _scene, render_phantom, _organ_gt, POSITIONS, phantom_image
+from .preliminaries import run_cli, cli_parser, USER_ERRORS, get_adapter, attention_rows, visual_map_eq2
+from .decoding import STRATEGIES, strategy_options, generate_answers, vqa_inputs, vqa_prompt, a3_generation_context
+from .evaluation import load_items, load_eval_model, json_safe, register_eval_task, eval_task_cli, gt_grid, attention_metrics
+from .weak_labels import (Segmenter, Scorer, read_samples, build_labels, read_labels, write_labels, settings_hash,
+                                LabelFileError, run_labels, _shard)
 from fastcore.script import Param
 import json
 
@@ -307,6 +310,41 @@ def phantom_findings(preds:list, refs:list, **opts)->dict:
         return np.mean([fp.get(o) == v for o, v in fr.items()]) if fr else float('nan')
     return {'findings': 100*float(np.nanmean([one(p, r) for p, r in zip(preds, refs)]))}
 
+# %% ../nbs/05d_reports.ipynb #0005d061
+def _sentence_rows(tok, ids:list, start:int, sentences:list)->list:
+    "Per sentence, the positions of the rows that predict its tokens (the answer begins at `start`)."
+    out, off = [], start
+    for s in sentences:
+        t = tok(s if off == start else ' ' + s, add_special_tokens=False)['input_ids']
+        if ids[off:off + len(t)] != t: raise ValueError(f"sentence {s!r} is not at token {off} of the tokenised report; its rows cannot be located")
+        out.append(list(range(off - 1, off + len(t) - 1))); off += len(t)
+    return out
+
+@torch.no_grad()
+def phantom_report_attention(model, processor, # a (tuned) phantom model and its processor
+                             item:dict, # a `make_phantom_reports` item
+                             tau:float=0.15, # Coverage threshold
+                            )->dict:
+    "Attention of the rows that write the reference report (teacher-forced): metrics against all its regions, and each sentence's mass in its own region."
+    img, tok = phantom_image(item), processor.tokenizer
+    inputs = vqa_inputs(processor, [img], [vqa_prompt(processor, item['question'], item['answer'])], 'right').to(model.device)
+    n_prompt = vqa_inputs(processor, [img], [vqa_prompt(processor, item['question'])])['input_ids'].shape[1]
+    ad, ids = get_adapter(model), inputs['input_ids'][0].tolist()
+    rows = _sentence_rows(tok, ids, n_prompt, item['sentences'])
+    q = torch.zeros(len(rows) + 1, len(ids), dtype=torch.bool)
+    for i, r in enumerate(rows): q[i + 1, r] = True
+    q[0] = q[1:].any(0)                                                  # the whole report
+    B = len(q); batch = {k: v.repeat(B, *[1]*(v.dim() - 1)) if torch.is_tensor(v) and v.shape[0] == 1 else v for k, v in inputs.items()}
+    vis = ad.visual_mask(batch['input_ids'])
+    with a3_generation_context(model, batch, n_prompt): ar = attention_rows(model, batch, q.to(model.device))
+    maps = visual_map_eq2(ar.probs, vis, ar.row_mask).reshape(B, *ad.grid(processor)).cpu()
+    grid = lambda names: gt_grid(np.isin(item['mask'], [item['labels'][n] for n in names]), processor)
+    res = attention_metrics(maps[0], grid(item['gt']), tau)
+    sg = [grid(g) for g in item['sentence_gt']]
+    res['mass_sentence'] = float(np.mean([attention_metrics(m, g, tau)['mass_in_gt'] for m, g in zip(maps[1:], sg)]))
+    res['area_sentence'] = float(np.mean([g.mean() for g in sg]))       # the mass a uniform map would put there
+    return res
+
 # %% ../nbs/05d_reports.ipynb #0005d032
 LABEL_SOURCES = ('prompt', 'report', 'sentences')
 
@@ -318,6 +356,84 @@ def report_label_text(rec:dict, # a LLaVA report record
     q, a = question_answer(rec)
     if source == 'prompt': return [q]
     return [a] if source == 'report' else [s.strip() + '.' for s in a.split('.') if s.strip()]
+
+# %% ../nbs/05d_reports.ipynb #0005d051
+def _r2gen_guard(path):
+    "Refuse an R2Gen annotation file, naming the fix: the commands read LLaVA records."
+    try: d = json.loads(Path(path).read_text())
+    except (OSError, ValueError): return
+    if isinstance(d, dict) and any(s in d for s in SPLITS):
+        raise ValueError(f"{path} is an R2Gen annotation file; convert it with a3tune.reports.prepare_reports "
+                         "(App. A's preprocessing) and pass the train.json it writes")
+
+def text_label_records(recs:list, # LLaVA report records
+                       source:str, # 'report' or 'sentences' (see `report_label_text`)
+                      )->list: # one record per label text: id `<id>#<j>`, the text as its question
+    "Records whose questions are the reports' label texts, for `build_labels` (and so `a3tune labels`)."
+    return [llava_record(f"{r['id']}#{j}", r['image'], t, t) for r in recs for j, t in enumerate(report_label_text(r, source))]
+
+def unite_text_labels(texts_path, # label file of the `text_label_records`
+                      recs:list, # the report records
+                      source:str, # the label source they were made with
+                      out, # label file for the report records
+                     )->Path:
+    "One label record per report: its texts' top-K segments united (by rank, round-robin, repeats dropped), `prompt` = its instruction."
+    head, got = read_labels(texts_path)
+    settings = {**head['settings'], 'label_text': source}; h = settings_hash(settings); lines = []
+    for r in recs:
+        texts = report_label_text(r, source)
+        subs = [got.get(f"{r['id']}#{j}") for j in range(len(texts))]
+        if None in subs: raise LabelFileError(f"{texts_path} has no labels for {r['id']}#{subs.index(None)}; run the labels again (they resume)")
+        seen, segs = set(), []
+        for rank in range(max(len(s['segments']) for s in subs)):
+            for s in subs:
+                if rank < len(s['segments']) and (key := json.dumps(s['segments'][rank]['rle'])) not in seen: seen.add(key); segs.append(s['segments'][rank])
+        lines.append({**subs[0], 'id': r['id'], 'prompt': question_answer(r)[0], 'settings_hash': h, 'label_text': source, 'texts': texts, 'segments': segs})
+    return write_labels(out, settings, lines, head.get('provenance'))
+
+def _texts_files(out, source): return Path(f"{out}.{source}-texts.json"), Path(f"{out}.{source}-texts.jsonl")
+
+def report_labels(data, # LLaVA JSON of report records
+                  out, # label file to write (or resume)
+                  segmenter:Segmenter, # segment proposals
+                  scorer:Scorer, # segment-text scorer
+                  k:int=4, # segments kept per label text (Eq. 3)
+                  images=None, # image root (default: the data file's folder)
+                  label_text:str='prompt', # one of `LABEL_SOURCES`: what each record's labels are scored against
+                  progress:bool=False, # show a progress bar
+                 )->Path:
+    "Weak labels of report records: `build_labels` on the instruction (default), or on each record's report texts, united."
+    if label_text not in LABEL_SOURCES: raise ValueError(f"label_text={label_text!r}; use one of {list(LABEL_SOURCES)}")
+    _r2gen_guard(data)
+    recs, root = load_data(data); root = images or root
+    if label_text == 'prompt': build_labels(read_samples(data), out, segmenter, scorer, k, root, progress=progress); return Path(out)
+    tj, tl = _texts_files(out, label_text)
+    tj.write_text(json.dumps(text_label_records(recs, label_text), indent=1))
+    build_labels(read_samples(tj), tl, segmenter, scorer, k, root, progress=progress)
+    return unite_text_labels(tl, recs, label_text, out)
+
+# %% ../nbs/05d_reports.ipynb #0005d054
+def labels_cli(argv:list=None, # arguments after `a3tune labels`
+              )->int:
+    "`a3tune labels`: `run_labels`'s options, plus `--label-text` choosing what report records' labels are scored against."
+    argv = ['--k' if a == '-k' else a for a in (sys.argv[1:] if argv is None else argv)]
+    p = cli_parser(run_labels, 'a3tune labels')
+    p.add_argument('--label-text', dest='label_text', choices=LABEL_SOURCES, default='prompt',
+                   help="report data: 'prompt' = the instruction (Eq. 3, the paper's reading), 'report' = the reference report, "
+                        "'sentences' = each reference sentence, labels united (both: training data only)")
+    a = vars(p.parse_args(argv)); debug, src = a.pop('debug'), a.pop('label_text')
+    try:
+        _r2gen_guard(a['data'])
+        if src == 'prompt': return run_labels(**a)
+        recs = load_data(a['data'])[0]
+        tj, tl = _texts_files(a['out'], src)
+        tj.write_text(json.dumps(text_label_records(recs, src), indent=1))
+        rc = run_labels(**{**a, 'data': str(tj), 'out': str(tl)})
+        if _shard(None, None)[0] == 0: print(f"{unite_text_labels(tl, recs, src, a['out'])}: {len(recs)} records, labels from the {src}", file=sys.stderr)
+        return rc
+    except USER_ERRORS as e:
+        if debug: raise
+        print(f"a3tune labels: error: {e}", file=sys.stderr); return 2
 
 # %% ../nbs/05d_reports.ipynb #0005d035
 def report_intervals(preds:list, # generated reports

@@ -4,27 +4,32 @@
 
 # %% auto #0
 __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'VARIANTS', 'LM_LINEARS', 'A3_KEYS',
-           'STATS', 'log', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION', 'CARD_DATA', 'CARD_LABELS',
-           'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args', 'a3tune_model', 'TrainingDiverged',
-           'nonfinite_params', 'A3Trainer', 'routing_stats', 'base_fingerprint', 'check_base', 'save_a3tune',
-           'model_card', 'write_model_card', 'read_adapter_config', 'load_a3tune_weights', 'load_a3tune',
-           'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train', 'global_batch',
-           'global_batch_line', 'train_command', 'train_cli', 'A3MOE_FILE', 'A3TuneModel']
+           'STATS', 'log', 'SHIPPED_MODELS', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION', 'CARD_DATA',
+           'CARD_LABELS', 'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args', 'quiet_deprecations',
+           'a3tune_model', 'TrainingDiverged', 'nonfinite_params', 'A3Trainer', 'routing_stats', 'ShippedModel',
+           'register_model', 'shipped_name', 'resolve_model', 'load_base', 'model_help', 'base_fingerprint',
+           'check_base', 'save_a3tune', 'model_card', 'write_model_card', 'read_adapter_config', 'load_a3tune_weights',
+           'load_a3tune', 'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train',
+           'global_batch', 'global_batch_line', 'train_command', 'train_cli', 'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
-import os, re, sys, copy, json, math, shutil, inspect, difflib, logging, warnings, dataclasses
+import os, re, sys, copy, json, math, contextlib, shutil, inspect, difflib, logging, warnings, dataclasses, importlib.resources
 from pathlib import Path
 from dataclasses import dataclass, field, asdict, fields
 from fastcore.basics import patch
 from fastcore.script import Param
 import torch, torch.nn as nn
 from transformers import Trainer, TrainingArguments, TrainerCallback, AutoConfig, AutoProcessor, AutoModelForImageTextToText
+from transformers.trainer_callback import ProgressCallback
+from tqdm.auto import tqdm
+from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, GatedRepoError
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from peft import PeftModel, LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
-from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows, run_cli
+from .preliminaries import get_adapter, enable_attention_rows, AttentionRecorder, query_rows, run_cli, tiny_llava
 from .a3moe import A3MoEConfig, lora_regex, A3Context, add_a3moe, a3moe_modules, a3moe_state_dict, load_a3moe_state_dict
 from .a3moe import A3TuneModel, A3MOE_FILE
 from .head_selection import select_heads, recorded_ratio, HeadProfile
@@ -244,17 +249,25 @@ def training_args(cfg:A3TuneConfig, # the configuration
 # %% ../nbs/05_training.ipynb #9b72ea43
 LM_LINEARS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
+@contextlib.contextmanager
+def quiet_deprecations():
+    "Silence the `is_gradient_checkpointing is deprecated` FutureWarning PEFT's `PeftModel` triggers in transformers 5 (not a3tune's call)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*is_gradient_checkpointing`? is deprecated', category=FutureWarning)
+        yield
+
 def a3tune_model(model, # an HF LLaVA-family model
                  cfg:A3TuneConfig, # the configuration
                 ):
     "Freeze `model` and attach A³Tune's trainable parts (LoRA + A³MoE, or plain LoRA)."
     torch.manual_seed(cfg.seed)
-    if cfg.use_moe: model = add_a3moe(model, cfg.moe)
-    else:
-        model.requires_grad_(False)
-        m = cfg.moe
-        lc = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, bias='none', target_modules=lora_regex(LM_LINEARS))
-        model = get_peft_model(model, lc)
+    with quiet_deprecations():
+        if cfg.use_moe: model = add_a3moe(model, cfg.moe)
+        else:
+            model.requires_grad_(False)
+            m = cfg.moe
+            lc = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout, bias='none', target_modules=lora_regex(LM_LINEARS))
+            model = get_peft_model(model, lc)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32: p.data = p.data.float()
     enable_attention_rows(model)
@@ -291,17 +304,26 @@ class _DivergenceCheck(TrainerCallback):
         raise TrainingDiverged(f"A³Tune: training diverged at step {state.global_step}: {what}; samples of the step: {ids}. "
                                f"Stopped without saving an adapter; lower lr (now {tr.args.learning_rate}) or lam (now {tr.a3.lam}), or check these samples")
 
+class _StageProgress(ProgressCallback):
+    "The Trainer's progress bar, labelled with the stage it belongs to (the stock bar has no label)."
+    def __init__(self, desc:str): super().__init__(); self.desc = desc
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero: self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc=self.desc)
+        self.current_step = 0
+
 class A3Trainer(Trainer):
     "`transformers.Trainer` with the A³Tune loss L_LLM + λ·L_align (+ balance), per-term logs and A³Tune adapter checkpoints."
     loss_is_scaled_for_ga = True   # compute_loss normalises every term over the accumulated batch itself
     def __init__(self, model=None, # a model from `a3tune_model`
                  args:TrainingArguments=None, # e.g. from `training_args`
                  a3_config:A3TuneConfig|None=None, # default: the model's `a3tune_config`
+                 stage:str=None, # label of the progress bar (default: 'train' and the output folder's name)
                  **kwargs): # other `Trainer` arguments (train_dataset, data_collator, processing_class, callbacks, ...)
         self.a3 = a3_config or getattr(model, 'a3tune_config', None) or A3TuneConfig()
         args = args or training_args(self.a3, 'a3tune_run')
         if args.remove_unused_columns: args = dataclasses.replace(args, remove_unused_columns=False)
         super().__init__(model=model, args=args, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None: self.add_callback(_StageProgress(stage or f"train {Path(args.output_dir).name}"))
         self.has_moe, self.unlabelled_seen = bool(a3moe_modules(model)), 0
         self.head_mask = HeadProfile.load(self.a3.head_profile).head_mask(self.a3.R) if self.a3.heads == 'static' else None
         self._acc = torch.zeros(len(STATS), dtype=torch.float64)
@@ -422,6 +444,88 @@ def log(self:A3Trainer, logs:dict, start_time=None):
         logs['unlabelled_samples'] = int(tot.item())
     Trainer.log(self, logs, start_time)
 
+# %% ../nbs/05_training.ipynb #42492f68
+@dataclass
+class ShippedModel:
+    "A base model that ships with a3tune, loadable by name."
+    load:callable      # `load(**kwargs) -> (model, processor)`; kwargs as `from_pretrained`'s (dtype, ...)
+    help:str           # one line for `--help` and the docs
+    folder:Path = None # where its files are, if it has a folder (a path there is recorded as the name)
+
+SHIPPED_MODELS = {}   # name -> ShippedModel: `--model NAME`
+
+def register_model(name:str, # what users type, `--model NAME`
+                   help:str, # one line of description
+                   folder:Path=None, # its folder in the package, if any
+                  ):
+    "Register a shipped base model; the decorated function `f(**kwargs) -> (model, processor)` loads it."
+    def _inner(f): SHIPPED_MODELS[name] = ShippedModel(f, help, folder); return f
+    return _inner
+
+_PHANTOM_DIR = Path(str(importlib.resources.files('a3tune')))/'assets'/'phantom_base'   # = phantom.PHANTOM_BASE (05c sorts after)
+
+@register_model('phantom', "the pre-trained phantom LLaVA that `a3tune demo` fine-tunes", _PHANTOM_DIR)
+def _phantom(**kwargs):
+    if not (_PHANTOM_DIR/'model.safetensors').is_file(): raise FileNotFoundError(f"the shipped phantom base is missing from the install ({_PHANTOM_DIR.name}); reinstall a3tune")
+    return AutoModelForImageTextToText.from_pretrained(_PHANTOM_DIR, **kwargs), AutoProcessor.from_pretrained(_PHANTOM_DIR)
+
+@register_model('tiny-llava', "a tiny LLaVA with random weights (`tiny_llava(seed=0)`), for plumbing only")
+def _tiny(dtype=None, **kwargs):
+    m, p = tiny_llava(0)
+    return (m.to(dtype) if dtype else m), p
+
+def shipped_name(model)->str|None:
+    "The shipped model `model` names or points at (its name, or a path to its folder), else None."
+    if isinstance(model, str) and model in SHIPPED_MODELS: return model
+    try: here = Path(model).expanduser().resolve()
+    except (TypeError, OSError): return None
+    return next((k for k, v in SHIPPED_MODELS.items() if v.folder is not None and here == v.folder.resolve()), None)
+
+def _hint(model): return (f"give a local model folder (written by `save_pretrained`, with its processor), e.g. after `hf download {model} --local-dir DIR` "
+                          f"where there is network, or a shipped model: {', '.join(SHIPPED_MODELS)}")
+
+def _looks_like_hub_id(s:str)->bool: return bool(re.fullmatch(r'[\w.-]+(/[\w.-]+)?', s)) and not s.startswith(('.', '-')) and '..' not in s
+
+def resolve_model(model:str, # a shipped name, a local folder or a Hub id
+                  timeout:float=5., # seconds to wait for the Hub
+                 )->str:
+    "Where `model` loads from: 'shipped', 'local', 'hub' or 'cache' (a Hub id in the local cache, the Hub unreachable); else one-line OSError."
+    if shipped_name(model): return 'shipped'
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p/'config.json').is_file(): raise FileNotFoundError(f"--model {model}: the folder has no config.json; give a folder written by `save_pretrained`")
+        return 'local'
+    if p.exists() or not _looks_like_hub_id(str(model)): raise FileNotFoundError(f"--model {model}: no such model folder; {_hint(model)}")
+    cached = isinstance(try_to_load_from_cache(model, 'config.json'), str)
+    if os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE'):
+        if cached: return 'cache'
+        raise OSError(f"--model {model}: not a local folder, and the Hub is offline (HF_HUB_OFFLINE) with no cached copy; {_hint(model)}")
+    try: get_hf_file_metadata(hf_hub_url(model, 'config.json'), timeout=timeout); return 'hub'
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise OSError(f"--model {model}: not a local folder, and the Hub has no model {model!r} this machine may read ({type(e).__name__}); {_hint(model)}") from None
+    except HfHubHTTPError as e: err = f"the Hub answered {getattr(e.response, 'status_code', '?')}"
+    except Exception as e: err = f"the Hub is unreachable ({type(e).__name__})"   # connection refused, DNS, timeout: no retries
+    if cached: return 'cache'
+    raise OSError(f"--model {model}: not a local folder, and {err} within {timeout:g} s with no cached copy; {_hint(model)}")
+
+def load_base(model:str, # a shipped name, a local folder or a Hub id
+              **kwargs, # `from_pretrained` arguments (dtype, ...)
+             )->tuple:
+    "`(model, processor)` of a base model, found fast or refused with one line; a shipped model is recorded by its name."
+    where = resolve_model(str(model))
+    if where == 'shipped':
+        name = shipped_name(model); m, proc = SHIPPED_MODELS[name].load(**kwargs)
+        m.config._name_or_path = m.name_or_path = name   # what saved adapters, cards and PEFT's config record
+        return m, proc
+    if where == 'cache': kwargs['local_files_only'] = True
+    check_backbone(AutoConfig.from_pretrained(model, **{k: v for k, v in kwargs.items() if k == 'local_files_only'}))   # refused before anything loads
+    return (AutoModelForImageTextToText.from_pretrained(model, **kwargs),
+            AutoProcessor.from_pretrained(model, **{k: v for k, v in kwargs.items() if k == 'local_files_only'}))
+
+def model_help()->str:
+    "The `--model` help: what it takes, with the shipped names."
+    return 'base model: a local folder (save_pretrained, with its processor), a Hub id, or a shipped model: ' + '; '.join(f'{k} ({v.help})' for k, v in SHIPPED_MODELS.items())
+
 # %% ../nbs/05_training.ipynb #2a7652ab
 CONFIG_FILE, ADAPTER_FORMAT, CARD_FILE = 'a3tune_config.json', 'a3tune-adapter', 'README.md'
 _all_ = ['A3MOE_FILE', 'A3TuneModel']   # defined in a3moe, part of the adapter API here
@@ -447,8 +551,9 @@ def base_fingerprint(model, # the model (PEFT-wrapped is fine)
                 embed_probe=probe, name_or_path=getattr(m.config, '_name_or_path', ''))
 
 def _portable(name, out:Path)->str:
-    "`name` as an adapter folder records it: a Hub id as it is, a local path relative to the folder (`./` or `../`)."
+    "`name` as an adapter folder records it: a Hub id or shipped name as it is, a local path relative to the folder (`./` or `../`)."
     name = str(name or '')
+    if shipped := shipped_name(name): return shipped   # never the install path
     if not name or not (os.path.isabs(name) or os.path.exists(name)): return name
     return os.path.join('.', os.path.relpath(os.path.abspath(name), os.path.abspath(out)))
 
@@ -498,7 +603,7 @@ def save_a3tune(model, # a model from `a3tune_model` (unwrapped)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     if isinstance(model, PeftModel):   # PeftModel's own method: A3TuneModel.save_pretrained is this function
-        PeftModel.save_pretrained(model, out, state_dict=state_dict, **kwargs); files += ['adapter_config.json', 'adapter_model.safetensors']
+        PeftModel.save_pretrained(model, out, state_dict=state_dict, **{'save_embedding_layers': False, **kwargs})   # LoRA never targets the embeddings; files += ['adapter_config.json', 'adapter_model.safetensors']
         _portable_peft_config(out)
     if moe := _moe_tensors(model, state_dict):
         save_file({k: v.detach().float().contiguous().cpu() for k, v in moe.items()}, out/A3MOE_FILE); files.append(A3MOE_FILE)
@@ -530,7 +635,7 @@ def model_card(meta:dict, # the content of `a3tune_config.json`
     base = fp.get('name_or_path') or ''
     hub = bool(base) and not base.startswith('.')
     arg = repr(base) if hub else 'None'
-    where = f'the Hub model `{base}`' if hub else f'`{base}` (relative to this folder)' if base else 'an unnamed model (pass it to `from_pretrained`)'
+    where = (f"a3tune's shipped model `{base}` (`--model {base}`)" if base in SHIPPED_MODELS else f'the Hub model `{base}`') if hub else f'`{base}` (relative to this folder)' if base else 'an unnamed model (pass it to `from_pretrained`)'
     parts = 'PEFT LoRA' + (f' (rank {m["lora_rank"]}) on the language model\'s ' + ', '.join(m['lora_targets']) if m['lora_rank'] else '')
     if c.get('use_moe', True): parts += f' and A³MoE on q/k (O_q={m["q_experts"]}, O_k={m["k_experts"]}, B={m["top_b"]}, expert rank {m["expert_rank"]})'
     metrics = meta.get('metrics') or {}
@@ -643,20 +748,20 @@ def load_a3tune(base_model, # the base model the adapter was trained on
 
 # %% ../nbs/05_training.ipynb #b7d2e004
 def base_location(adapter_dir)->str:
-    "The base model an adapter folder names: a Hub id, or its recorded local path resolved against the folder."
+    "The base model an adapter folder names: a Hub id or shipped name, or its recorded local path resolved against the folder."
     name = read_adapter_config(adapter_dir)['base'].get('name_or_path') or ''
     if not name: raise ValueError(f"{adapter_dir}: {CONFIG_FILE} does not name its base model; pass the base model (or its path) to from_pretrained")
     return str(Path(adapter_dir)/name) if name.startswith('.') else name
 
 @patch(cls_method=True)
-def from_pretrained(cls:A3TuneModel, base_model_or_path=None, # the base model, its directory or Hub id; None: the one the folder names
+def from_pretrained(cls:A3TuneModel, base_model_or_path=None, # the base model, its directory, Hub id or shipped name; None: the one the folder names
                     adapter_dir=None, # the adapter folder (`save_pretrained`, `save_a3tune`, `a3tune train --out`)
                     check:bool=True, # check the base model's fingerprint
                     **kwargs): # `AutoModelForImageTextToText.from_pretrained` arguments for the base (dtype, device_map, ...)
     "A trained A³Tune model in eval mode: the base model plus the adapter of `adapter_dir`."
     if adapter_dir is None: raise ValueError("A3TuneModel.from_pretrained(base_model_or_path, adapter_dir): give the adapter folder")
     base = base_location(adapter_dir) if base_model_or_path is None else base_model_or_path
-    if isinstance(base, (str, os.PathLike)): base = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
+    if isinstance(base, (str, os.PathLike)): base = load_base(str(base), **kwargs)[0]   # a folder, Hub id or shipped name
     return load_a3tune(base, adapter_dir, check)
 
 @patch
@@ -771,7 +876,9 @@ def train(model, # base model (HF LLaVA-family)
     tr = A3Trainer(model, training_args(cfg, output_dir, **kw), train_dataset=ds, processing_class=processor,
                    data_collator=A3Collator(processor, cfg.query, cfg.max_length, cfg.k_segments, grid,
                                              get_adapter(model).image_token_id))
-    tr.train(resume_from_checkpoint=resume)
+    tc = get_adapter(model).text_config; use_cache, tc.use_cache = tc.use_cache, False   # training never uses the cache (and says so under checkpointing)
+    try: tr.train(resume_from_checkpoint=resume)
+    finally: tc.use_cache = use_cache
     tr.save_model(str(output_dir))
     return tr
 
@@ -794,17 +901,20 @@ def global_batch_line(cfg:A3TuneConfig, # the configuration used
     return f"a3tune train: global batch {g} = {cfg.per_device_batch_size} per device × {cfg.grad_accum} accumulation × {ws} process{'es' if ws > 1 else ''}"
 
 # %% ../nbs/05_training.ipynb #a4bb83b2
-def train_command(model:str, # base model: local directory or Hugging Face Hub id (with its processor)
-                  data:Param(type=str, required=True)=None, # LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
+_SET = Param('KEY=VALUE overrides of config fields: several per flag (--set lam=0.1 moe.top_b=3), and the flag repeats; keys: ' + ', '.join(config_keys()),
+             str, nargs='+', action='extend')
+_SET.metavar = 'KEY=VALUE'
+
+def train_command(model:Param(model_help(), str), # base model
+                  data:Param(type=str, required=True)=None, # SLAKE or VQA-RAD folder, LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
                   out:Param(type=str, required=True)=None, # output directory: checkpoints and the final adapter
                   images:str=None, # image root (default: the dataset's image folder)
                   labels:str=None, # weak-label file from `a3tune labels` (default: none, LM loss only)
                   preset:Param(type=str, choices=TABLE7)=None, # per-dataset values of Table 7 / App. C
                   variant:Param(type=str, choices=VARIANTS)='paper', # paper values or the reference code behaviours
                   config:str=None, # A3TuneConfig JSON file
-                  set:Param('KEY=VALUE overrides a config field (repeatable); keys: ' + ', '.join(config_keys()),
-                            str, action='append')=None,
-                  split:str='train', # VQA-RAD split to use (train/test/all)
+                  set:_SET=None,
+                  split:str='train', # split of a data folder (SLAKE: train/validate/test) or of the VQA-RAD JSON (train/test/all)
                   resume:Param(type=str, nargs='?', const=True)=None, # resume from CHECKPOINT, or from the last one in --out
                   check_images:bool=True, # check the images' sha256 against the label file (--no-check-images skips it)
                   report_to:str='none', # Trainer logging integrations (tensorboard, wandb, ...)
@@ -820,10 +930,7 @@ def train_command(model:str, # base model: local directory or Hugging Face Hub i
     root = Path(images) if images else root
     lab = join_labels(recs, labels, root, check_images=check_images) if labels else None
     ds = A3Dataset(recs, root, lab)
-    check_backbone(AutoConfig.from_pretrained(model))   # an unsupported model_type is refused before anything loads
-    processor = AutoProcessor.from_pretrained(model)
-    dtype = torch.bfloat16 if _bf16(cfg) else torch.float32
-    base = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+    base, processor = load_base(model, dtype=torch.bfloat16 if _bf16(cfg) else torch.float32)   # fails fast on an unreachable Hub id
     tr = train(base, processor, ds, cfg, out, resume, report_to=report_to)
     if tr.is_world_process_zero():
         write_model_card(out, data=dict(data=Path(data).name, split=split, labels=Path(labels).name if labels else None,

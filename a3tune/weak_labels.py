@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import store_attr, patch
 from fastcore.script import Param
 from .preliminaries import run_cli
-from .formats import sha256_file, inside_root
+from .formats import sha256_file, inside_root, load_data, question_answer
 from .backbones import check_backbone   # also registers the Qwen2-VL / Gemma 3 geometries
 
 # %% ../nbs/01_weak_labels.ipynb #5de892d4
@@ -770,24 +770,13 @@ def patch_masks(record:dict,   # one label-file record
     return torch.stack(ms) if ms else region_to_grid(np.zeros((0, *size), bool), size, processor)
 
 # %% ../nbs/01_weak_labels.ipynb #cff56f9a
-def _sample(i:int, d:dict, path)->dict:
-    if 'conversations' in d:
-        human = next((t['value'] for t in d['conversations'] if t.get('from') in ('human', 'user')), None)
-        if human is None or 'image' not in d: raise ValueError(f"{path}: record {i} has no 'image' or no human turn")
-        return {'id': str(d.get('id', i)), 'image': d['image'], 'prompt': human.replace('<image>', '').strip()}
-    if 'question' in d and ('img_name' in d or 'image' in d):
-        return {'id': str(d.get('qid', d.get('id', i))), 'image': d.get('img_name', d.get('image')), 'prompt': d['question'].strip()}
-    raise ValueError(f"{path}: record {i} is neither LLaVA ('image', 'conversations') nor SLAKE ('img_name', 'question', 'qid'); keys: {sorted(d)}")
+def _samples(recs:list)->list: return [{'id': r['id'], 'image': r['image'], 'prompt': question_answer(r)[0]} for r in recs]
 
-def read_samples(path, # a LLaVA conversation JSON or a SLAKE split JSON (list of records)
+def read_samples(path, # a SLAKE or VQA-RAD folder, a LLaVA conversation JSON, a SLAKE split file or the VQA-RAD JSON
+                 split:str='train', # a folder's split (see `formats.load_data`)
                 )->list:
-    "Samples `{'id', 'image', 'prompt'}` from a data JSON."
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, list): raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    out = [_sample(i, d, path) for i, d in enumerate(data)]
-    ids = [s['id'] for s in out]
-    if len(set(ids)) != len(ids): raise ValueError(f"{path}: sample ids are not unique ({len(ids) - len(set(ids))} repeats); give each record its own 'id'/'qid'")
-    return out
+    "Samples `{'id', 'image', 'prompt'}` of a data folder or file (read by `formats.load_data`)."
+    return _samples(load_data(path, split, answers=False)[0])
 
 # %% ../nbs/01_weak_labels.ipynb #846cc739
 LABELS_FORMAT, LABELS_VERSION = 'a3tune-weak-labels', 1
@@ -991,9 +980,10 @@ def _build_locked(groups, samples, by_id, out, part, settings, prov, segmenter, 
 # %% ../nbs/01_weak_labels.ipynb #3d56db91
 CROP_MODES = {'crop': "masked crop (the authors' code)", 'blur': 'FGVP: blur outside the segment', 'reverse': 'FGVP: grey outside the segment'}
 
-def run_labels(data:str,             # LLaVA conversation JSON or SLAKE split JSON
+def run_labels(data:str,             # SLAKE or VQA-RAD folder, LLaVA conversation JSON, SLAKE split file or VQA-RAD JSON
                out:Param('label file (JSONL) to write or resume', str, required=True)=None,
-               images:str='.',       # folder the image paths in DATA are relative to
+               images:str=None,      # folder the image paths in DATA are relative to (default: the data's own image folder, as train and eval)
+               split:str='train',    # split of a data folder or of the VQA-RAD JSON
                k:int=4,              # segments kept per prompt (Eq. 3)
                segmenter:Param('segment proposals (registered in `SEGMENTERS`)', str, choices=SEGMENTERS)='litemedsam',
                scorer:Param('segment-prompt scorer (registered in `SCORERS`)', str, choices=SCORERS)='minilm',
@@ -1018,7 +1008,8 @@ def run_labels(data:str,             # LLaVA conversation JSON or SLAKE split JS
     seg, sc = SEGMENTERS[segmenter](**opts), SCORERS[scorer](**opts)
     prov = sc.provenance(); zs = {True: 'yes', False: 'NO', None: 'unknown'}[prov.get('zero_shot')]
     print(f"scorer {scorer}: trained on {prov['trained_on']}; zero-shot labels: {zs}", file=sys.stderr)
-    res = build_labels(read_samples(data), out, seg, sc, k, images, skip_bad, progress=not no_progress)
+    recs, root = load_data(data, split, answers=False)   # the reader of train and eval: same forms, same default image folder
+    res = build_labels(_samples(recs), out, seg, sc, k, images or root, skip_bad, progress=not no_progress)
     for e in res['errors']: print(f"skipped {e['image']}: {e['error']}", file=sys.stderr)
     if res['no_proposals']: print(f"{len(res['no_proposals'])} images had no segment proposals and got empty labels (e.g. {res['no_proposals'][0]})", file=sys.stderr)
     print(json.dumps({a: (len(v) if a in ('errors', 'no_proposals') else v) for a, v in res.items() if a != 'provenance'}))

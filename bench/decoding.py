@@ -4,8 +4,9 @@ One process, one torch thread, one tiny LLaVA (optionally with a random A³Tune 
 left-padded batch of prompts of different lengths for exactly `--new` tokens (EOS is switched off, so no strategy stops
 early); the strategies run in turn within each round (round-robin, so drift of the machine hits all alike), after one
 warm-up round. Time per token = the whole decode (prefill included) / `--new`; the table gives the median over rounds
-and the ratio to greedy's median. PAI amplifies layers 1.. here (the tiny model has 2 layers; the paper's start layer 2
-would leave none), so its cost includes the intervention.
+and the ratio to greedy's median. PAI amplifies layer 1 here (its start layer scales with depth: 2 of 32, at least 1),
+so its cost includes the intervention. ControlMLLM steers to the top-left quarter of the image-token grid (4 optimisation
+steps, then greedy); OPERA scores 5 candidates per beam every step.
 
     python bench/decoding.py                      # hidden 128, 2 layers, 64 image tokens, batch 4, 16 new tokens
     python bench/decoding.py --adapter            # the same under a random A³Tune adapter (LoRA + A³MoE)
@@ -44,11 +45,12 @@ def main():
     tok = types.SimpleNamespace(eos_token_id=None, pad_token_id=proc.tokenizer.pad_token_id)   # no early stop
     base = model.get_base_model() if hasattr(model, 'get_base_model') else model
     base.generation_config.eos_token_id = None
-    extra = dict(pai=dict(start_layer=1))
+    N = (a.image // 8) ** 2; seg = torch.zeros(a.batch, 1, N); seg[:, 0, :N // 4] = 1
+    extra = dict(controlmllm=dict(seg=seg, seg_valid=torch.ones(a.batch, 1, dtype=torch.bool)))
     def run(name):
         st = STRATEGIES[name]
         t = time.perf_counter()
-        with torch.no_grad(), a3_generation_context(model, inputs):
+        with torch.no_grad(), a3_generation_context(model, inputs):   # as `generate_batch` runs a strategy
             out = st.decode(model, inputs, a.new, tok, **{**st.options, **extra.get(name, {})})
         dt = time.perf_counter() - t
         assert out.shape[1] - inputs['input_ids'].shape[1] == a.new, (name, out.shape)

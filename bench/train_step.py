@@ -74,22 +74,22 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     rows, row_mask = query_rows(query)
-    def step():
-        if method == 'lora': loss = model(**inputs).loss
-        elif method == 'a3moe': loss = model(**inputs, a3ctx=A3Context(vis, prompt)).loss
-        elif method in ('a3tune', 'a3_loop'):
+    def get_loss():   # like the Trainer's compute_loss: only the loss leaves it (the recorder and outputs are freed)
+        if method == 'lora': return model(**inputs).loss
+        if method == 'a3moe': return model(**inputs, a3ctx=A3Context(vis, prompt)).loss
+        if method in ('a3tune', 'a3_loop'):
             ctx, rec = A3Context(vis, prompt, balance=True), AttentionRecorder(rows, row_mask)
             out = model(**inputs, a3ctx=ctx, a3_rows=rec)
             al = recorded_align(rec, vis, seg, valid, R=R)
-            loss = objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
-        else:
-            ctx = A3Context(vis, prompt, balance=True)
-            out = model(**inputs, a3ctx=ctx, output_attentions=True)
-            att = torch.stack(out.attentions, 1)                                          # [B, L, H, T, T]
-            probs = att.gather(3, rows[:, None, None, :, None].expand(*att.shape[:3], rows.shape[1], att.shape[-1]))
-            al = attention_align(probs, vis, row_mask, seg, valid, R=R, form='rows')
-            loss = objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+            return objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
+        ctx = A3Context(vis, prompt, balance=True)
+        out = model(**inputs, a3ctx=ctx, output_attentions=True)
+        att = torch.stack(out.attentions, 1)                                              # [B, L, H, T, T]
+        probs = att.gather(3, rows[:, None, None, :, None].expand(*att.shape[:3], rows.shape[1], att.shape[-1]))
+        al = attention_align(probs, vis, row_mask, seg, valid, R=R, form='rows')
+        return objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
+    def step():
+        get_loss().backward(); opt.step(); opt.zero_grad(set_to_none=True)
     return step, sum(p.numel() for p in params)
 
 def one(method, reps, what, **cfg):

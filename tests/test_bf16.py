@@ -4,7 +4,7 @@ import copy
 import pytest, torch, torch.nn as nn
 from _training_fixtures import make_fixture, SLAKE, MOE
 from a3tune.a3moe import MoELoRALinear, A3MoEConfig
-from a3tune.preliminaries import AttentionRecorder, query_rows
+from a3tune.preliminaries import AttentionRecorder, query_rows, _RowsTap
 from a3tune.head_selection import selected_rows, recorded_ratio
 
 TOL = 2e-2   # relative (Frobenius) error: bf16 keeps 8 significant bits (2^-8 = 0.4 %); a few roundings along a product chain
@@ -42,10 +42,12 @@ def test_fused_experts_bf16(case):
 
 
 def _rows(dtype, amp, qs, ks, rows, row_mask, masks):
-    "Rows of all layers (`_RowsSoftmax`), the selected heads' rows and Eq. 8, with the gradients of q/k of two layers."
+    "Rows of all layers (`_Rows`, through per-layer `_RowsTap`s), the selected heads' rows and Eq. 8, with the gradients of q/k of two layers."
     rec = AttentionRecorder(rows, row_mask)
     q = [t.detach().to(dtype).requires_grad_() for t in qs]; k = [t.detach().to(dtype).requires_grad_() for t in ks]
-    for i in range(len(q)): rec.q[i], rec.k[i], rec.mask[i] = q[i], k[i], masks[i]
+    for i in range(len(q)):                                              # what `AttentionRecorder.record` files per layer
+        rec.q[i], rec.k[i], rec.mask[i] = q[i], k[i], masks[i]
+        rec.tap[i] = _RowsTap.apply(rec.pending, i, masks[i], rows, row_mask, q[i], k[i])
     B, T = k[0].shape[0], k[0].shape[2]
     vis = torch.zeros(B, T, dtype=torch.bool); vis[:, 1:17] = True
     hm = torch.zeros(B, len(q), q[0].shape[1], dtype=torch.bool); hm[:, 0, 1] = hm[:, 2, 3] = True

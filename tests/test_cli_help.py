@@ -24,3 +24,11 @@ def test_every_option_described_with_default(name, monkeypatch):
         assert h.count('(default') <= 1 and '(default: None)' not in h, f'{name}: {a.option_strings}: {h!r}'
     out = p.format_help()
     assert '(default: None)' not in out and 'show progress bars (default: True)' not in out
+
+
+@pytest.mark.parametrize('name', ['train', 'eval'])
+def test_model_help_names_the_shipped_models(name, monkeypatch):
+    "`--model` (train's positional MODEL, eval's --model) lists the shipped names; train's `--set` takes several KEY=VALUE pairs and lists keys."
+    h = ' '.join(_parser(name, monkeypatch).format_help().split())
+    assert 'phantom' in h and 'tiny-llava' in h and 'Hub id' in h
+    if name == 'train': assert 'KEY=VALUE [KEY=VALUE ...]' in h and 'several per flag' in h and 'moe.top_b' in h

@@ -1,18 +1,19 @@
-"The baseline decoding strategies (VCD, M3ID, PAI, AVISC, DAMRO): hand-made cases whose contrast answer is known, batching, the eval CLI."
+"The baseline decoding strategies (VCD, M3ID, PAI, AVISC, DAMRO, OPERA, ControlMLLM): hand-made cases whose answer is known, zero strength, batching, the eval CLI."
 import json, sys, types
 from pathlib import Path
 import pytest, torch
 from PIL import Image
 from a3tune.preliminaries import set_threads, tiny_llava, get_adapter
 from a3tune.decoding import (STRATEGIES, two_branch_generate, generate_batch, vcd_generate, m3id_generate, pai_generate,
-                             _outlier_contrast, vqa_inputs, vqa_prompt, strategy_options)
+                             _outlier_contrast, vqa_inputs, vqa_prompt, strategy_options, opera_generate, over_trust, hf_generate,
+                             controlmllm_generate, region_energy, pai_start_layer)
 from a3tune.cli import main
 
 set_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 from _data import slake_root
 
-BASELINES = ['vcd', 'm3id', 'pai', 'avisc', 'damro']
+BASELINES = ['vcd', 'm3id', 'pai', 'avisc', 'damro', 'opera', 'controlmllm']
 GREEDY, CONTRAST = 5, 6      # vocabulary ids the hand-made model prefers with and without the image
 
 class HandMade(torch.nn.Module):
@@ -80,10 +81,15 @@ def test_batched_equals_one_by_one(name):
     imgs = [Image.fromarray(torch.randint(0, 255, (32, 32, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8).numpy()) for i in range(3)]
     qs = ['is there a liver ?', 'what organ is shown in the left part of this image ?', 'where ?']
     kw = dict(start_layer=0, alpha=0.5) if name == 'pai' else dict(top_k=3) if name in ('avisc', 'damro') else {}
+    if name == 'opera': kw = dict(threshold=2, scale_factor=200.)                 # rollbacks within the 4 tokens
+    if name == 'controlmllm':
+        seg = torch.zeros(3, 1, 16); seg[:, 0, :4] = 1
+        kw = dict(seg=seg, seg_valid=torch.ones(3, 1, dtype=torch.bool))
     torch.manual_seed(0); batch = generate_batch(model, proc, imgs, qs, name, max_new_tokens=4, **kw)
     ones = []
-    for i, q in zip(imgs, qs):
-        torch.manual_seed(0); ones += generate_batch(model, proc, [i], [q], name, max_new_tokens=4, **kw)
+    for j, (i, q) in enumerate(zip(imgs, qs)):
+        kj = {k: v[j:j + 1] if k.startswith('seg') else v for k, v in kw.items()}
+        torch.manual_seed(0); ones += generate_batch(model, proc, [i], [q], name, max_new_tokens=4, **kj)
     if name == 'vcd': assert len(batch) == 3            # the noise depends on the batch: only the shape is comparable
     else: assert batch == ones
 
@@ -107,3 +113,70 @@ def test_eval_cli_lists_and_sets_options(tmp_path, capsys):
     assert answers('v') == answers('g')                                           # zero strength = greedy
     assert main(base + ['--out', str(tmp_path/'x'), '--strategy', 'pai', '--strategy-set', 'delta=1']) == 2
     assert "strategy 'pai' takes KEY=VALUE with KEY one of" in capsys.readouterr().err
+
+
+def test_opera_zero_strength_is_beam_search_and_penalty_acts():
+    "Penalty 0: generate's beam search token for token (with an eos the tiny model produces, so beams finish); penalty on: it moves."
+    model, proc = tiny_llava()
+    imgs = [Image.new('RGB', (32, 32), c) for c in ('red', 'blue')]
+    inp = vqa_inputs(proc, imgs, [vqa_prompt(proc, 'is there a liver ?'), vqa_prompt(proc, 'where ?')])
+    for eos in (proc.tokenizer.eos_token_id, 61):
+        tk = types.SimpleNamespace(eos_token_id=eos, pad_token_id=proc.tokenizer.pad_token_id)
+        model.generation_config.eos_token_id = eos
+        assert torch.equal(opera_generate(model, inp, 8, tk, penalty=0., threshold=0), hf_generate(model, inp, 8, proc.tokenizer, do_sample=False, num_beams=5))
+    model.generation_config.eos_token_id = proc.tokenizer.eos_token_id
+    strong = opera_generate(model, inp, 8, proc.tokenizer, penalty=1e3, scale_factor=1e3, threshold=0)
+    assert not torch.equal(strong, hf_generate(model, inp, 8, proc.tokenizer, do_sample=False, num_beams=5))
+
+def test_opera_over_trust_hand_made():
+    "Column 0 gathers every row's attention: its product is φ, and a penalty large enough turns the choice to the other candidate."
+    win = torch.zeros(2, 3, 3); win[:, :2, :2] = torch.tensor([[1., 0.], [.9, .1]])
+    win[0, 2] = torch.tensor([.8, .1, .1]); win[1, 2] = torch.tensor([.1, .8, .1])
+    phi, col = over_trust(win, 2.)
+    assert torch.allclose(phi, torch.tensor([2 * 1.8 * 1.6, 2 * 1.8 * .2]).double(), atol=1e-5) and col.tolist() == [0, 0]
+    logp = torch.tensor([-.5, -.7])
+    assert (logp - 0 * phi.float()).argmax() == 0 and (logp - .1 * phi.float()).argmax() == 1
+
+def test_controlmllm_lowers_the_energy_and_zero_is_greedy():
+    model, proc = tiny_llava()
+    imgs = [Image.new('RGB', (32, 32), c) for c in ('red', 'blue')]
+    inp = vqa_inputs(proc, imgs, [vqa_prompt(proc, 'is there a liver ?'), vqa_prompt(proc, 'where ?')])
+    seg = torch.zeros(2, 1, 16); seg[:, 0, 12:] = 1; valid = torch.ones(2, 1, dtype=torch.bool)
+    g = generate_batch(model, proc, imgs, ['is there a liver ?', 'where ?'], max_new_tokens=5, return_ids=True)[1]
+    assert torch.equal(generate_batch(model, proc, imgs, ['is there a liver ?', 'where ?'], 'controlmllm', max_new_tokens=5,
+                                      return_ids=True, alpha=0., seg=seg, seg_valid=valid)[1], g)
+    seen = []
+    import a3tune.decoding as D
+    orig = D.hf_generate
+    def probe(m, inputs, *a, **kw):
+        with torch.enable_grad(): seen.append(region_energy(m, inputs, seg, valid).detach())
+        return orig(m, inputs, *a, **kw)
+    D.hf_generate = probe
+    try:
+        for steps in (0, 4): controlmllm_generate(model, inp, 1, proc.tokenizer, steps=steps, seg=seg, seg_valid=valid)
+    finally: D.hf_generate = orig
+    assert (seen[1] < seen[0]).all()
+
+def test_pai_start_layer_scales():
+    assert [pai_start_layer(n) for n in (2, 32, 40)] == [1, 2, 2]
+
+def test_controlmllm_eval_cli(tmp_path, capsys):
+    from a3tune.data import slake_to_llava, slake_gt_labels
+    root = slake_root()
+    model, proc = tiny_llava()
+    model.save_pretrained(tmp_path/'m'); proc.save_pretrained(tmp_path/'m')
+    slake_gt_labels(slake_to_llava(root/'validate.json')[:3], root/'imgs', tmp_path/'gt.jsonl', k=1)
+    base = ['eval', '--model', str(tmp_path/'m'), '--data', str(root), '--limit', '3', '--max-new-tokens', '3', '--no-progress']
+    assert main(base + ['--out', str(tmp_path/'g')]) == 0
+    assert main(base + ['--out', str(tmp_path/'c'), '--strategy', 'controlmllm', '--strategy-set', f"labels={tmp_path/'gt.jsonl'}", 'alpha=0']) == 0
+    res = json.loads((tmp_path/'c/metrics.json').read_text())
+    assert res['strategy_options']['labels'] == str(tmp_path/'gt.jsonl') and res['strategy_options']['steps'] == 4
+    answers = lambda o: [json.loads(l)['prediction'] for l in (tmp_path/o/'answers.jsonl').read_text().splitlines()]
+    assert answers('c') == answers('g')                                           # α = 0: greedy
+    assert main(base + ['--out', str(tmp_path/'s'), '--strategy', 'controlmllm', '--strategy-set', f"labels={tmp_path/'gt.jsonl'}", 'steps=2']) == 0
+    capsys.readouterr()
+    assert main(base + ['--out', str(tmp_path/'x'), '--strategy', 'controlmllm']) == 2
+    err = capsys.readouterr().err
+    assert 'needs a label file: --strategy-set labels=FILE' in err.strip().splitlines()[-1]        # one line (after the loading bar)
+    assert main(base + ['--out', str(tmp_path/'y'), '--strategy', 'controlmllm', '--strategy-set', 'labels=/nonexistent.jsonl']) == 2
+    assert 'label file /nonexistent.jsonl not found' in capsys.readouterr().err

@@ -146,3 +146,52 @@ def test_phantom_findings_metric():
     assert phantom_findings([ref.replace(', no lesion', ', with a lesion', 1) if 'no lesion' in ref else ref.replace('with a lesion', 'no lesion', 1)], [ref])['findings'] == pytest.approx(100*(n - 1)/n)
     assert phantom_findings(['the liver'], [ref])['findings'] == 0.
     assert 'phantom_findings' in REPORT_METRICS
+
+def _phantom_r2gen(tmp_path, n=4):
+    "An R2Gen-shaped annotation file whose reports are phantom reports (the phantom base's words), images as PNGs."
+    from a3tune.phantom import phantom_image
+    its, ann = make_phantom_reports(n, seed=9), {'train': [], 'val': [], 'test': []}
+    for i, it in enumerate(its):
+        (tmp_path/'imgs'/f's{i}').mkdir(parents=True)
+        for v in range(2): phantom_image(it).save(tmp_path/'imgs'/f's{i}'/f'{v}.png')
+        ann['train' if i else 'test'].append({'id': f's{i}', 'image_path': [f's{i}/0.png', f's{i}/1.png'], 'report': it['answer']})
+    return _ann(tmp_path, ann), its
+
+def test_labels_and_train_take_report_data_through_the_cli(tmp_path, capsys):
+    "R2Gen annotation.json -> prepare_reports -> `a3tune labels --label-text` -> `a3tune train`; the annotation file itself is refused with the fix."
+    from a3tune.cli import main
+    from a3tune.phantom import PHANTOM_BASE
+    from a3tune.weak_labels import read_labels
+    from a3tune.data import join_labels, load_data
+    ann, its = _phantom_r2gen(tmp_path)
+    ps = prepare_reports(ann, tmp_path/'llava', question=PHANTOM_REPORT_PROMPT, verbose=False)
+    recs = load_data(ps['train'])[0]
+    assert len(recs) == 3 and recs[0]['views'] == ['s1/0.png', 's1/1.png']           # R2Gen fields kept, data unchanged
+    lab = ['labels', str(ps['train']), '--images', str(tmp_path/'imgs'), '--segmenter', 'felzenszwalb', '-k', '2', '--no-progress']
+    assert main(lab + ['--out', str(tmp_path/'prompt.jsonl')]) == 0
+    assert main(lab + ['--out', str(tmp_path/'sent.jsonl'), '--label-text', 'sentences']) == 0
+    hp, hs = read_labels(tmp_path/'prompt.jsonl')[0], read_labels(tmp_path/'sent.jsonl')[0]
+    assert 'label_text' not in hp['settings'] and hs['settings']['label_text'] == 'sentences'
+    assert read_labels(tmp_path/'sent.jsonl')[1]['s1']['texts'] == its[1]['sentences']
+    assert len(join_labels(recs, tmp_path/'sent.jsonl', tmp_path/'imgs')) == 3
+    capsys.readouterr()
+    assert main(lab[:1] + [str(ann)] + lab[2:] + ['--out', str(tmp_path/'x.jsonl')]) == 2
+    assert 'is an R2Gen annotation file; convert it with a3tune.reports.prepare_reports' in capsys.readouterr().err
+    train = ['train', str(PHANTOM_BASE), '--data', str(ps['train']), '--images', str(tmp_path/'imgs'), '--labels', str(tmp_path/'sent.jsonl'),
+             '--out', str(tmp_path/'run')] + [a for kv in ('max_steps=2', 'per_device_batch_size=2', 'R=4', 'k_segments=4', "bf16=false", 'logging_steps=1') for a in ('--set', kv)]
+    assert main(train) == 0
+    state = json.loads((tmp_path/'run'/'checkpoint-2'/'trainer_state.json').read_text())
+    assert [l['labelled_frac'] for l in state['log_history'] if 'loss' in l] == [1.0, 1.0]
+
+def test_report_labels_resume_and_refuse_other_texts(tmp_path):
+    "A label file made from one label text is not resumed with another; the texts file resumes."
+    from a3tune.phantom import write_phantom_dataset, phantom_segmenter, fit_phantom_scorer
+    from a3tune.weak_labels import read_labels, LabelFileError
+    pj = write_phantom_dataset(make_phantom_reports(3, seed=1), tmp_path/'ph', 'train.json')
+    sc = fit_phantom_scorer(10, steps=20)
+    out = report_labels(pj, tmp_path/'l.jsonl', phantom_segmenter(), sc, 2, label_text='report')
+    r = read_labels(out)[1]
+    assert all(len(x['texts']) == 1 and len(x['segments']) == 2 for x in r.values())
+    assert report_labels(pj, tmp_path/'l.jsonl', phantom_segmenter(), sc, 2, label_text='report').read_bytes() == out.read_bytes()   # resumed: same file
+    with pytest.raises(LabelFileError, match='other settings'):
+        report_labels(pj, tmp_path/'l.jsonl', phantom_segmenter(), sc, 3, label_text='report')   # its texts file has K = 2

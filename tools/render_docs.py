@@ -64,6 +64,7 @@ def filter_nb(nb):
         if 'hide' in d or 'default_exp' in d or d.get('include', '').lower() == 'false': continue
         c = dict(c, source='\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip('\n'))
         if d.get('echo', '').lower() == 'false': c['metadata'] = dict(c.get('metadata', {}), transient={'remove_source': True})
+        if d.get('fig-alt'): c['metadata'] = dict(c.get('metadata', {}), alt=d['fig-alt'])   # nbconvert writes it as the figure's <img alt>
         if not c['source'] and not c.get('outputs'): continue
         for o in c.get('outputs', []):
             if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = quarto_md(_src({'source': o['data']['text/markdown']}))
@@ -97,6 +98,17 @@ def pager(pages, current):
     nxt = f'<a href="{pages[i+1][0]}.html">{html.escape(pages[i+1][1])} →</a>' if i + 1 < len(pages) else '<span></span>'
     return f'<div class="a3-pager">{prev}{nxt}</div>'
 
+def add_alts(body:str, nb:dict)->str:
+    "Give each output figure of the page the `alt` text of its cell's `#| fig-alt` (the lab template writes none)."
+    alts = iter([c.get('metadata', {}).get('alt') for c in nb['cells'] if c['cell_type'] == 'code'
+                 for o in c.get('outputs', []) if any(k.startswith('image/') for k in o.get('data', {}))])
+    def one(m):
+        a = next(alts, None)
+        if not a: return m.group(0)
+        img = re.sub(r'\salt="[^"]*"', '', m.group(2))   # nbconvert's "No description has been provided for this image"
+        return m.group(1) + img.replace('<img', f'<img alt="{html.escape(a)}"', 1)
+    return re.sub(r'(<div class="jp-RenderedImage jp-OutputArea-output[^"]*"[^>]*>\s*)(<img[^>]*>)', one, body)
+
 def render(out=root/'_docs', names=None, proc=True, site_title='a3tune'):
     "Render the site into `out`; returns the written HTML paths in sidebar order."
     import nbformat
@@ -115,6 +127,7 @@ def render(out=root/'_docs', names=None, proc=True, site_title='a3tune'):
     for stem, nb in nbs.items():
         node = nbformat.from_dict(filter_nb(nb))
         body, _ = ex.from_notebook_node(node, resources={'metadata': {'path': str(NBS), 'name': stem}})
+        body = add_alts(body, node)
         body = re.sub(r'<title>.*?</title>', f'<title>{html.escape(dict(pages)[stem])} – {site_title}</title>', body, count=1, flags=re.S)
         body = body.replace('</head>', CSS + '\n</head>', 1)
         body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + '\n' + sidebar(pages, stem, site_title), body, count=1)
