@@ -27,7 +27,7 @@ from .phantom import (ORGANS, POSITIONS, make_phantom_set, phantom_gt, phantom_i
 from .weak_labels import Scorer
 from .head_selection import visual_attention_ratio, select_heads, visual_map
 from .data import load_data, join_labels, A3Dataset
-from .training import A3TuneConfig, train, load_a3tune
+from .training import A3TuneConfig, train, load_a3tune, quiet_deprecations
 from .decoding import vqa_inputs, vqa_prompt, a3_generation_context
 from .evaluation import (vqa_table, attention_metrics, gt_grid, model_view, view_mask, show_attention, shorten, load_slake, slake_items,
                                attention_records)
@@ -737,8 +737,7 @@ def demo(out='a3tune-demo', # output folder
     work.mkdir(parents=True, exist_ok=True); (work/'settings.json').write_text(json.dumps(settings))
     (out/'results.json').unlink(missing_ok=True)
     bar = tqdm(total=len(DEMO_STAGES), desc='a3tune demo', disable=not progress, position=0)
-    with warnings.catch_warnings():   # the Trainer's own deprecated call (transformers 5) would print between the bars
-        warnings.filterwarnings('ignore', message='.*is_gradient_checkpointing`? is deprecated', category=FutureWarning)
+    with quiet_deprecations():   # PEFT's deprecated call (transformers 5) would print between the bars
         _stage(bar, 0, progress, t0); scorer = fit_phantom_scorer(scorer_images, steps=scorer_steps); bar.update()
         specs = [dict(s, cfg={**s.get('cfg', {}), 'epochs': epochs, 'max_steps': max_steps}) if s['name'] != 'base' else s for s in table_specs(tuple(seeds))]
         _stage(bar, 1, progress, t0); results = run_grid(specs, work/'grid.json', work, n_train, n_test, base, scorer, progress); bar.update()
