@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from fastcore.script import Param
 from .preliminaries import set_threads, get_adapter, attention_rows, visual_map_eq2, tiny_llava, run_cli
 from .phantom import (ORGANS, POSITIONS, make_phantom_set, phantom_gt, phantom_image, write_phantom_dataset,
-                            load_phantom_dataset, load_phantom_base, PHANTOM_BASE, phantom_segmenter, phantom_features,
+                            load_phantom_dataset, load_phantom_base, PHANTOM_BASE, phantom_base_path, phantom_segmenter, phantom_features,
                             PhantomScorer, SCORER_TEXTS, fit_phantom_scorer, weak_label_file, write_gt_labels, label_quality)
 from .weak_labels import Scorer
 from .head_selection import visual_attention_ratio, select_heads, visual_map
@@ -146,7 +146,7 @@ def _run_dir(work, s)->Path: return Path(work)/_key(s).replace('|', '-').replace
 
 def base_sha(base=None)->str:
     "First 12 hex digits of the phantom base's weights' sha256 (which base a result came from)."
-    return hashlib.sha256((Path(base or PHANTOM_BASE)/'model.safetensors').read_bytes()).hexdigest()[:12]
+    return hashlib.sha256((phantom_base_path(base)/'model.safetensors').read_bytes()).hexdigest()[:12]
 
 def run_grid(specs:list, # run specs (see `run_phantom`)
              cache, # JSON file: a list of results, appended as runs finish

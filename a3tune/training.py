@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['MOE_FIELDS', 'TABLE7', 'PAPER_EXPERTS', 'REFERENCE_EXPERTS', 'REFERENCE_CODE', 'VARIANTS', 'LM_LINEARS', 'A3_KEYS',
-           'STATS', 'log', 'SHIPPED_MODELS', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION', 'CARD_DATA',
-           'CARD_LABELS', 'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args', 'quiet_deprecations',
-           'a3tune_model', 'TrainingDiverged', 'nonfinite_params', 'A3Trainer', 'routing_stats', 'ShippedModel',
-           'register_model', 'shipped_name', 'resolve_model', 'load_base', 'model_help', 'base_fingerprint',
-           'check_base', 'save_a3tune', 'model_card', 'write_model_card', 'read_adapter_config', 'load_a3tune_weights',
-           'load_a3tune', 'base_location', 'checkpoint_problem', 'last_checkpoint', 'merge_lora', 'train',
-           'global_batch', 'global_batch_line', 'train_command', 'train_cli', 'A3MOE_FILE', 'A3TuneModel']
+           'STATS', 'log', 'SHIPPED_MODELS', 'ASSETS', 'CONFIG_FILE', 'ADAPTER_FORMAT', 'CARD_FILE', 'CITATION',
+           'CARD_DATA', 'CARD_LABELS', 'PARTIAL_DIR', 'A3TuneConfig', 'config_keys', 'training_args',
+           'quiet_deprecations', 'a3tune_model', 'TrainingDiverged', 'nonfinite_params', 'A3Trainer', 'routing_stats',
+           'ShippedModel', 'register_model', 'register_asset', 'shipped_name', 'resolve_model', 'load_base',
+           'model_help', 'base_fingerprint', 'check_base', 'save_a3tune', 'model_card', 'write_model_card',
+           'read_adapter_config', 'load_a3tune_weights', 'load_a3tune', 'base_location', 'checkpoint_problem',
+           'last_checkpoint', 'merge_lora', 'train', 'global_batch', 'global_batch_line', 'train_command', 'train_cli',
+           'A3MOE_FILE', 'A3TuneModel']
 
 # %% ../nbs/05_training.ipynb #6c9ede61
 import os, re, sys, copy, json, math, contextlib, shutil, inspect, difflib, logging, warnings, dataclasses, importlib.resources
@@ -462,12 +463,22 @@ def register_model(name:str, # what users type, `--model NAME`
     def _inner(f): SHIPPED_MODELS[name] = ShippedModel(f, help, folder); return f
     return _inner
 
-_PHANTOM_DIR = Path(str(importlib.resources.files('a3tune')))/'assets'/'phantom_base'   # = phantom.PHANTOM_BASE (05c sorts after)
+ASSETS = Path(str(importlib.resources.files('a3tune')))/'assets'   # the pre-trained phantom bases ship here
 
-@register_model('phantom', "the pre-trained phantom LLaVA that `a3tune demo` fine-tunes", _PHANTOM_DIR)
-def _phantom(**kwargs):
-    if not (_PHANTOM_DIR/'model.safetensors').is_file(): raise FileNotFoundError(f"the shipped phantom base is missing from the install ({_PHANTOM_DIR.name}); reinstall a3tune")
-    return AutoModelForImageTextToText.from_pretrained(_PHANTOM_DIR, **kwargs), AutoProcessor.from_pretrained(_PHANTOM_DIR)
+def register_asset(name:str, # what users type, `--model NAME`
+                   help:str, # one line of description
+                   folder:str, # its folder under `ASSETS`
+                  ):
+    "Register a base saved by `save_pretrained` (with its processor) in the package's assets."
+    path = ASSETS/folder
+    def _load(**kwargs):
+        if not (path/'model.safetensors').is_file(): raise FileNotFoundError(f"the shipped base {name!r} is missing from the install ({path}); reinstall a3tune")
+        return AutoModelForImageTextToText.from_pretrained(path, **kwargs), AutoProcessor.from_pretrained(path)
+    SHIPPED_MODELS[name] = ShippedModel(_load, help, path)
+
+register_asset('phantom', "the pre-trained phantom LLaVA that `a3tune demo` fine-tunes", 'phantom_base')
+register_asset('phantom-lesions', "the phantom LLaVA pre-trained also on lesion questions about named slots (reads lesions; the grounding benchmark's second base)",
+               'phantom_base_lesions')
 
 @register_model('tiny-llava', "a tiny LLaVA with random weights (`tiny_llava(seed=0)`), for plumbing only")
 def _tiny(dtype=None, **kwargs):

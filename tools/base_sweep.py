@@ -19,6 +19,11 @@ downstream type, LoRA, LoRA shown the wrong image, and their margin (`sanity_sum
 - `bias02_names_8k`, `both_names_8k`: the same with `kind='pretrain_names'`, which adds one question per image naming
   an organ and asking its side ('which side has the liver'): the shipped mix names organs only from a slot
   ('what is in the top') or to describe them, never to find one, which is what `lesion_in` and `where_organ` need.
+- `lesions_5k`: the shipped recipe with `kind='pretrain_lesions'`, which adds, per image, a yes/no lesion question
+  about one slot and one organ in other words than the fine-tuning set ('has the top a lesion'): the shipped mix asks
+  which side has *the* lesion but never whether a *named* slot has one, which is what `lesion_at` / `lesion_in` need.
+- `lesions_same_5k`: the same questions in the fine-tuning set's words ('is there a lesion in the top'): a base that has
+  seen the downstream question form, as a general medical VLM has seen "is there X in Y" before fine-tuning.
 Width is not swept: a wider language model (hidden 192) would still ship (about 4 MB), but it doubles the step time on
 the CPU, where every grid and `a3tune demo` run.
 
@@ -44,6 +49,8 @@ RECIPES = {   # name -> pretrain_phantom_base arguments (None: the shipped base,
     'both_8k': dict(steps=8000, vision_pos_std=.5, patch_bias_std=.2),
     'bias02_names_8k': dict(steps=8000, vision_pos_std=.02, patch_bias_std=.2, kind='pretrain_names'),
     'both_names_8k': dict(steps=8000, vision_pos_std=.5, patch_bias_std=.2, kind='pretrain_names'),
+    'lesions_5k': dict(steps=5000, kind='pretrain_lesions'),
+    'lesions_same_5k': dict(steps=5000, kind='pretrain_lesions_same'),
 }
 SMOKE = dict(steps=30, n_images=60, n_eval=10, warmup=10)                  # pretrain_phantom_base overrides with --smoke
 SMOKE_SANITY = dict(n_train=6, n_test=6, steps=4)                           # lora_sanity overrides with --smoke
@@ -55,9 +62,10 @@ def build_one(name:str, out, device:str='cpu', seeds=(0, 1), max_train_s:float=N
     out, t0, rec = Path(out), time.time(), RECIPES[name]
     res = out/'result.json'
     if res.exists(): return json.loads(res.read_text())
-    if rec is None:
+    if rec is None or (out/'model.safetensors').exists() and (out/'build_report.json').exists():   # the shipped base, or one built before: reused
         out.mkdir(parents=True, exist_ok=True)
-        for f in PHANTOM_BASE.iterdir(): shutil.copy(f, out/f.name)
+        if rec is None:
+            for f in PHANTOM_BASE.iterdir(): shutil.copy(f, out/f.name)
         report = json.loads((out/'build_report.json').read_text())
     else:
         kw = dict(rec, **(SMOKE if smoke else {}), device=device, log_every=0 if smoke else 1000)
@@ -65,7 +73,7 @@ def build_one(name:str, out, device:str='cpu', seeds=(0, 1), max_train_s:float=N
         model, proc, report = pretrain_phantom_base(**kw, max_train_s=max_train_s if not smoke else None)
         report['recipe'] = name; save_phantom_base(model, proc, report, out)
     t1 = time.time()
-    runs = [lora_sanity(str(out), seed=s, device=device, **(SMOKE_SANITY if smoke else {})) for s in seeds]
+    runs = [lora_sanity(str(out), seed=s, device=device, **(SMOKE_SANITY if smoke else {})) for s in seeds]   # the wrong-image control: `wrong_images`
     r = dict(recipe=name, args=rec, device=device, build_s=round(t1 - t0, 1), sanity_s=round(time.time() - t1, 1),
              report=report, sanity=sanity_summary(runs))
     res.write_text(json.dumps(r, indent=1))
