@@ -1,24 +1,33 @@
 "The shipped phantom base and its build script (CPU, one thread, seconds)."
 import json, os, subprocess, sys
 from pathlib import Path
-import torch
-from a3tune.phantom import PHANTOM_BASE, load_phantom_base, make_phantom_set, phantom_accuracy, PHANTOM_WORDS
+import pytest, torch
+from a3tune.phantom import PHANTOM_BASE, load_phantom_base, make_phantom_set, phantom_accuracy, phantom_base_path, PHANTOM_WORDS
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
-def test_shipped_base_is_small_and_loads():
-    files = {f.name: f.stat().st_size for f in PHANTOM_BASE.iterdir()}
+BASES = ['phantom', 'phantom-lesions']   # the shipped phantom bases (registered in a3tune.training)
+
+def test_base_names_resolve():
+    assert phantom_base_path() == PHANTOM_BASE == phantom_base_path('phantom')
+    assert phantom_base_path('phantom-lesions').name == 'phantom_base_lesions'
+    assert phantom_base_path('/some/folder') == Path('/some/folder')
+
+@pytest.mark.parametrize('name', BASES)
+def test_shipped_base_is_small_and_loads(name):
+    files = {f.name: f.stat().st_size for f in phantom_base_path(name).iterdir()}
     assert 'model.safetensors' in files and 'build_report.json' in files, files
     assert sum(files.values()) < 3.2e6, files
-    model, proc = load_phantom_base()
+    model, proc = load_phantom_base(name)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert set(PHANTOM_WORDS) <= set(proc.tokenizer.get_vocab())
 
-def test_shipped_base_matches_its_report():
-    rep = json.loads((PHANTOM_BASE/'build_report.json').read_text())
-    model, proc = load_phantom_base()
-    items = make_phantom_set(rep['n_eval'], rep['seed'] + 1000, 'pretrain', qtypes=['is_organ', 'any_enlarged'])
+@pytest.mark.parametrize('name', BASES)
+def test_shipped_base_matches_its_report(name):
+    rep = json.loads((phantom_base_path(name)/'build_report.json').read_text())
+    model, proc = load_phantom_base(name)
+    items = make_phantom_set(rep['n_eval'], rep['seed'] + 1000, rep.get('kind', 'pretrain'), qtypes=['is_organ', 'any_enlarged'])
     acc = phantom_accuracy(model, proc, items)
     for k in ('is_organ', 'any_enlarged'): assert abs(acc[k] - rep['heldout_accuracy'][k]) < .03, (k, acc[k], rep)
 

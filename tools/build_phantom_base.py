@@ -2,6 +2,7 @@
 """Build the pre-trained phantom base that ships in `a3tune/assets/phantom_base/` (deterministic for a seed).
 
     python tools/build_phantom_base.py                 # the shipped recipe: 5,000 steps, batch 32, one thread
+    python tools/build_phantom_base.py --kind pretrain_lesions --out a3tune/assets/phantom_base_lesions   # 'phantom-lesions'
     python tools/build_phantom_base.py --steps 300 --out /tmp/base   # a quick try
     python tools/base_sweep.py --device cuda                          # several recipes at once, with their LoRA margins
 
@@ -11,7 +12,7 @@ Prints the loss while training and the held-out accuracy per pre-training questi
 import argparse, json, os, sys
 os.environ.setdefault('OMP_NUM_THREADS', '1'); os.environ.setdefault('MKL_NUM_THREADS', '1'); os.environ.setdefault('HF_HUB_OFFLINE', '1')
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
-from a3tune.phantom import pretrain_phantom_base, save_phantom_base, PHANTOM_BASE
+from a3tune.phantom import pretrain_phantom_base, save_phantom_base, PHANTOM_BASE, PRETRAIN_MIX
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,7 +24,8 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0, help='seed of the model, data and batch order')
     p.add_argument('--vision-pos-std', type=float, default=.5, help="tiny_llava's vision position-embedding init std")
     p.add_argument('--patch-bias-std', type=float, default=0., help="tiny_llava's shared patch-bias init std (0: none)")
-    p.add_argument('--kind', default='pretrain', help="question mix: 'pretrain' or 'pretrain_names' (adds 'which side has the liver')")
+    p.add_argument('--kind', default='pretrain', choices=list(PRETRAIN_MIX),
+                   help="question mix (phantom.PRETRAIN_MIX): 'pretrain', or that mix plus organ names or lesions in named slots")
     p.add_argument('--device', default='cpu', help="where it trains: 'cpu' or 'cuda'")
     p.add_argument('--out', default=str(PHANTOM_BASE), help='checkpoint folder')
     a = p.parse_args(argv)
