@@ -6,13 +6,14 @@
 __all__ = ['SEGMENTERS', 'SAM_AMG_DEFAULTS', 'SCORERS', 'BIOMEDCLIP', 'TEXT_TEMPLATES', 'ORGANS', 'ABNORMAL', 'LABELS_FORMAT',
            'LABELS_VERSION', 'CROP_MODES', 'ImageError', 'load_image', 'rle_encode', 'rle_decode', 'rle_area',
            'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'IntensityBoxes', 'Combined',
-           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'box_iou_xyxy', 'rank_boxes',
-           'MultiScaleBoxes', 'LiteMedSAMMS', 'XrayBlobs', 'random_boxes', 'sam_filters', 'load_sam', 'SAM', 'Scorer',
-           'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm', 'minilm_embed',
-           'region_position', 'pool_weights', 'region_features', 'default_scorer_weights', 'MiniLMScorer',
-           'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError', 'label_settings',
-           'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image', 'make_record',
-           'OutputInUseError', 'lock_output', 'build_labels', 'run_labels', 'labels_cli', 'show_segments']
+           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'decoder_image_side', 'decode_shared',
+           'box_iou_xyxy', 'rank_boxes', 'MultiScaleBoxes', 'LiteMedSAMMS', 'XrayBlobs', 'random_boxes', 'sam_filters',
+           'load_sam', 'SAM', 'Scorer', 'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm',
+           'minilm_embed', 'region_position', 'pool_weights', 'region_features', 'default_scorer_weights',
+           'MiniLMScorer', 'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError',
+           'label_settings', 'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image',
+           'make_record', 'OutputInUseError', 'lock_output', 'build_labels', 'run_labels', 'labels_cli',
+           'show_segments']
 
 # %% ../nbs/01_weak_labels.ipynb #dde115c2
 import os, re, sys, json, time, math, hashlib, warnings
@@ -267,11 +268,13 @@ class LiteMedSAM(Segmenter):
     def __init__(self, boxes_from:Segmenter=None, # segmenter whose segment boxes become prompts (default Felzenszwalb, min_area 1e-3)
                  iou_thresh=0.7, min_area=2e-4, max_area=0.5, nms=0.7,
                  dedup=4,      # round prompt boxes to this many px (at 256) before removing duplicates
-                 batch=16,     # prompts per decoder call (0: all prompts of an image in one call)
+                 batch:int=None, # prompts per decoder call (0: all prompts of an image in one call; None: 1 on CPU, where it is fastest, else 0)
+                 decoder:str='shared', # 'shared': SAM's mask-decoder math with the image-side work done once per image (`decode_shared`); 'sam': segment_anything's `MaskDecoder` per call
                  zoom:int=1,   # > 1: small prompt boxes are also decoded on a `zoom`x upsampled tile around them
                  zoom_below:float=24, # a prompt box is small when its longer side is below this many px at 256
                  checkpoint=None, device='cpu'):
         store_attr(); self.boxes_from = boxes_from or Felzenszwalb(min_area=1e-3)
+        if decoder not in ('shared', 'sam'): raise ValueError(f"LiteMedSAM decoder={decoder!r}: use 'shared' or 'sam'")
     def settings(self):
         return {'name': 'LiteMedSAM', 'boxes_from': self.boxes_from.settings(), 'checkpoint': str(self.checkpoint),
                 **{k: getattr(self, k) for k in ('iou_thresh', 'min_area', 'max_area', 'nms', 'dedup')},
@@ -294,17 +297,75 @@ def encode(self:LiteMedSAM, img:np.ndarray)->dict:
     x, s, hw = litemedsam_input(img)
     return {'litemedsam_embed': self.sam.image_encoder(x.to(self.device)).cpu(), 'litemedsam_scale': s, 'litemedsam_hw': hw}
 
+def _heads(x, n): return x.unflatten(-1, (n, -1)).transpose(-3, -2)   # [..., N, C] -> [..., n, N, C/n]
+
+def _attend(m, q, k, v):
+    "SAM `Attention` `m` on already projected q, k, v (broadcastable leading dims), then its out_proj."
+    n = m.num_heads; q, k, v = _heads(q, n), _heads(k, n), _heads(v, n)
+    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return m.out_proj((a @ v).transpose(-3, -2).flatten(-2))
+
+@torch.no_grad()
+def decoder_image_side(sam,                 # a `segment_anything` `Sam` (its prompt encoder and mask decoder)
+                       emb:torch.Tensor,    # [1, C, h, w] image embedding
+                      )->dict:
+    "The mask decoder's prompt-independent work for one image: tokens, positional encoding, first-layer image projections."
+    pe, L0 = sam.prompt_encoder, sam.mask_decoder.transformer.layers[0]
+    E = (emb + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)[0]   # image tokens + the no-mask embedding
+    P = pe.get_dense_pe().to(emb.device).flatten(2).transpose(1, 2)[0]
+    t2i, i2t = L0.cross_attn_token_to_image, L0.cross_attn_image_to_token
+    return {'E': E, 'P': P, 'K0': t2i.k_proj(E + P), 'V0': t2i.v_proj(E), 'Q0': i2t.q_proj(E + P), 'hw': tuple(emb.shape[-2:])}
+
+def _convt_linear(m):
+    "A stride-2, kernel-2 `ConvTranspose2d` as `Linear` weight and bias, output channels ordered (kh, kw, c)."
+    return m.weight.permute(0, 2, 3, 1).reshape(m.in_channels, -1).T, m.bias.repeat(4)
+
+def _shuffle(y):
+    "[B, H, W, 2·2·c] -> [B, 2H, 2W, c]."
+    B, H, W, _ = y.shape; return y.reshape(B, H, W, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H, 2 * W, -1)
+
+@torch.no_grad()
+def decode_shared(sam,                  # a `segment_anything` `Sam`
+                  side:dict,            # `decoder_image_side(sam, emb)`
+                  boxes:torch.Tensor,   # [B, 4] XYXY prompt boxes, in the prompt encoder's input pixels
+                 )->tuple:              # (low-res logits [B, 4h, 4w] of mask 0, predicted IoU [B])
+    "SAM's `MaskDecoder` with `multimask_output=False`, computed with the image-side work shared across prompts."
+    pe, md = sam.prompt_encoder, sam.mask_decoder; tr = md.transformer; L0 = tr.layers[0]
+    sp, _ = pe(points=None, boxes=boxes, masks=None)
+    out_tok = torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0)
+    T = torch.cat([out_tok[None].expand(len(sp), -1, -1), sp], 1)              # [B, tokens, C]: the query positional encoding too
+    E, P = side['E'], side['P']
+    q = L0.norm1(L0.self_attn(q=T, k=T, v=T))                                  # layer 0 skips the query PE here
+    q = L0.norm2(q + _attend(L0.cross_attn_token_to_image, L0.cross_attn_token_to_image.q_proj(q + T), side['K0'], side['V0']))
+    q = L0.norm3(q + L0.mlp(q))
+    a = L0.cross_attn_image_to_token
+    k = L0.norm4(E + _attend(a, side['Q0'], a.k_proj(q + T), a.v_proj(q)))      # [B, hw, C]
+    for L in tr.layers[1:]: q, k = L(queries=q, keys=k, query_pe=T, key_pe=P)
+    q = tr.norm_final_attn(q + tr.final_attn_token_to_image(q=q + T, k=k + P, v=k))
+    (h, w), B = side['hw'], len(T); up1, ln, act1, up2, act2 = md.output_upscaling
+    x = _shuffle(F.linear(k.reshape(B, h, w, -1), *_convt_linear(up1)))        # [B, 2h, 2w, C/4], channels last
+    x = act2(F.linear(act1(F.layer_norm(x, x.shape[-1:], ln.weight, ln.bias, ln.eps)), *_convt_linear(up2)))   # before its shuffle
+    hyper = md.output_hypernetworks_mlps[0](q[:, 1])                            # mask token 0
+    masks = _shuffle((x.reshape(B, 2 * h, 2 * w, 4, -1) @ hyper[:, None, None, :, None])[..., 0])[..., 0]
+    return masks, md.iou_prediction_head(q[:, 0])[:, 0]
+
 @patch
 @torch.no_grad()
 def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
     "Low-res logits [N, 256, 256] and predicted IoU [N] for XYXY boxes (256-px space)."
     sam, logits, ious = self.sam, [], []
-    for b in (boxes.split(self.batch or len(boxes)) if len(boxes) else []):   # no prompt boxes (e.g. a constant image): no masks
-        sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
-        lo, iou = sam.mask_decoder(image_embeddings=emb.to(self.device), image_pe=sam.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
-        logits.append(lo[:, 0].cpu()); ious.append(iou[:, 0].cpu())
-    return (torch.cat(logits), torch.cat(ious)) if logits else (torch.zeros(0, 256, 256), torch.zeros(0))
+    if not len(boxes): return torch.zeros(0, 256, 256), torch.zeros(0)   # no prompt boxes (e.g. a constant image): no masks
+    emb = emb.to(self.device); side = decoder_image_side(sam, emb) if self.decoder == 'shared' else None
+    bs = self.batch if self.batch is not None else (1 if str(self.device) == 'cpu' else 0)
+    for b in boxes.split(bs or len(boxes)):
+        if side is not None: lo, iou = decode_shared(sam, side, b.to(self.device))
+        else:
+            sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
+            lo, iou = sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                       sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
+            lo, iou = lo[:, 0], iou[:, 0]
+        logits.append(lo.cpu()); ious.append(iou.cpu())
+    return torch.cat(logits), torch.cat(ious)
 
 # %% ../nbs/01_weak_labels.ipynb #f667793d
 @patch
@@ -401,11 +462,11 @@ class MultiScaleBoxes(Segmenter):
     def __call__(self, img:np.ndarray)->Segments: return Combined(self.parts())(img)
 
 class LiteMedSAMMS(LiteMedSAM):
-    "LiteMedSAM prompted with the `max_prompts` best-ranked `MultiScaleBoxes` boxes, all decoded in one call."
+    "LiteMedSAM prompted with the `max_prompts` best-ranked `MultiScaleBoxes` boxes."
     def __init__(self, max_prompts:int=96, # prompts decoded per image (None: every box that passes the box-NMS)
                  box_nms:float=0.7,        # box-NMS threshold of `rank_boxes`
                  boxes_from:Segmenter=None,# default `MultiScaleBoxes()`
-                 batch:int=0,              # prompts per decoder call (0: one call)
+                 batch:int=None,           # prompts per decoder call (0: one call; None: 1 on CPU, else 0)
                  **kw):                    # `LiteMedSAM` options
         super().__init__(boxes_from=boxes_from or MultiScaleBoxes(), batch=batch, **kw)
         self.max_prompts, self.box_nms = max_prompts, box_nms
@@ -419,7 +480,7 @@ class LiteMedSAMMS(LiteMedSAM):
 
 @Segmenter.register('litemedsam-ms')
 def _litemedsam_ms(device='cpu', **_):
-    "Ranked multi-scale boxes (96 prompts) for LiteMedSAM, one decoder call."
+    "Ranked multi-scale boxes (96 prompts) for LiteMedSAM."
     return LiteMedSAMMS(device=device)
 
 
