@@ -566,6 +566,16 @@ def load_sam(checkpoint:str,         # SAM checkpoint (a state dict, e.g. sam_vi
     except Exception as e: raise ValueError(f"{checkpoint}: does not fit SAM model type {model_type!r} ({type(e).__name__}); check --sam-model-type") from e
     return model
 
+def _mask_generator(model, **amg):
+    "`segment_anything`'s `SamAutomaticMaskGenerator`, except that an image where no crop yields a mask gives no masks, not an IndexError."
+    from segment_anything import SamAutomaticMaskGenerator
+    class _Generator(SamAutomaticMaskGenerator):
+        def _process_crop(self, *a, **kw):
+            d = super()._process_crop(*a, **kw)
+            if not len(d['rles']): d['crop_boxes'] = torch.zeros(0, 4, dtype=torch.int64)   # was shape [0]: breaks the cross-crop NMS
+            return d
+    return _Generator(model, **amg)
+
 class SAM(Segmenter):
     "`segment_anything`'s automatic mask generator with the reference code's settings and filters."
     def __init__(self, checkpoint:str=None, # SAM checkpoint (e.g. sam_vit_h_4b8939.pth)
@@ -582,10 +592,9 @@ class SAM(Segmenter):
         self._model = model.to(device).eval()
 
     def __call__(self, img:np.ndarray)->Segments:
-        from segment_anything import SamAutomaticMaskGenerator
         try: import cv2; min_area = 0
         except ImportError: min_area = self.amg['min_mask_region_area']
-        gen = SamAutomaticMaskGenerator(self._model, output_mode='uncompressed_rle', **{**self.amg, 'min_mask_region_area': 0 if min_area else self.amg['min_mask_region_area']})
+        gen = _mask_generator(self._model, output_mode='uncompressed_rle', **{**self.amg, 'min_mask_region_area': 0 if min_area else self.amg['min_mask_region_area']})
         out = [o for o in gen.generate(img) if o['area'] >= min_area]
         segs = Segments(tuple(img.shape[:2]), [o['segmentation'] for o in out], np.array([o['bbox'] for o in out], np.float32).reshape(-1, 4),
                         np.array([o['predicted_iou'] for o in out], np.float32))
