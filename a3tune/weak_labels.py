@@ -297,24 +297,45 @@ def encode(self:LiteMedSAM, img:np.ndarray)->dict:
     x, s, hw = litemedsam_input(img)
     return {'litemedsam_embed': self.sam.image_encoder(x.to(self.device)).cpu(), 'litemedsam_scale': s, 'litemedsam_hw': hw}
 
-def _heads(x, n): return x.unflatten(-1, (n, -1)).transpose(-3, -2)   # [..., N, C] -> [..., n, N, C/n]
+def _per_head(w, n): return w.reshape(n, -1, w.shape[-1])     # Linear weight [n·c, C] -> [n, c, C]
 
-def _attend(m, q, k, v):
-    "SAM `Attention` `m` on already projected q, k, v (broadcastable leading dims), then its out_proj."
-    n = m.num_heads; q, k, v = _heads(q, n), _heads(k, n), _heads(v, n)
-    a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    return m.out_proj((a @ v).transpose(-3, -2).flatten(-2))
+def _to_image(m,   # a SAM `Attention` (token -> image)
+              q,   # [B, t, C] token queries (positional encoding added)
+              X,   # [N, C] or [B, N, C] image tokens: the values' input
+              Xk,  # the same with the positional encoding: the keys' input
+             ):
+    "`m(q, Xk, X)` without projecting the N image tokens: the key projection moves onto the queries, the value projection after the weighted sum."
+    n = m.num_heads; Q = m.q_proj(q).unflatten(-1, (n, -1))                                 # [B, t, n, c]
+    Qk = torch.einsum('btnc,ncC->bntC', Q, _per_head(m.k_proj.weight, n)).flatten(1, 2) / math.sqrt(Q.shape[-1])  # k's bias cancels in the softmax
+    A = torch.softmax(Qk @ Xk.transpose(-1, -2), dim=-1)                                   # [B, n·t, N]
+    V = torch.einsum('bntC,ncC->btnc', (A @ X).unflatten(1, (n, -1)), _per_head(m.v_proj.weight, n)) + m.v_proj.bias.reshape(n, -1)
+    return m.out_proj(V.flatten(-2))
+
+def _from_image(m,      # a SAM `Attention` (image -> token)
+                Xq,     # [N, C] or [B, N, C] image tokens with the positional encoding: the queries' input
+                qt,     # [B, t, C] tokens with their positional encoding: the keys' input
+                vt,     # [B, t, C] tokens: the values' input
+                Q=None, # [N, n·c] the queries already projected (shared across prompts), or None
+               ):
+    "`m(Xq, qt, vt)` with the query projection moved onto the t keys and the output projection onto the t values (unless `Q` is given)."
+    n = m.num_heads; K = m.k_proj(qt).unflatten(-1, (n, -1)); V = m.v_proj(vt).unflatten(-1, (n, -1)); c = K.shape[-1]
+    if Q is None:
+        M = torch.einsum('btnc,ncC->bntC', K, _per_head(m.q_proj.weight, n)).flatten(1, 2)   # [B, n·t, C]
+        s = M @ Xq.transpose(-1, -2) + torch.einsum('btnc,nc->bnt', K, m.q_proj.bias.reshape(n, -1)).flatten(1)[..., None]
+    else: s = (K.transpose(1, 2) @ Q.unflatten(-1, (n, -1)).transpose(0, 1).transpose(-1, -2)).flatten(1, 2)
+    A = torch.softmax((s / math.sqrt(c)).unflatten(1, (n, -1)), dim=2).flatten(1, 2)      # over each head's t tokens, N innermost
+    U = torch.einsum('btnc,Cnc->bntC', V, m.out_proj.weight.unflatten(1, (n, -1))).flatten(1, 2)   # [B, n·t, C]
+    return A.transpose(-1, -2) @ U + m.out_proj.bias
 
 @torch.no_grad()
 def decoder_image_side(sam,                 # a `segment_anything` `Sam` (its prompt encoder and mask decoder)
                        emb:torch.Tensor,    # [1, C, h, w] image embedding
                       )->dict:
-    "The mask decoder's prompt-independent work for one image: tokens, positional encoding, first-layer image projections."
+    "The mask decoder's prompt-independent work for one image: image tokens, positional encoding, the first layer's projected image queries."
     pe, L0 = sam.prompt_encoder, sam.mask_decoder.transformer.layers[0]
     E = (emb + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)[0]   # image tokens + the no-mask embedding
     P = pe.get_dense_pe().to(emb.device).flatten(2).transpose(1, 2)[0]
-    t2i, i2t = L0.cross_attn_token_to_image, L0.cross_attn_image_to_token
-    return {'E': E, 'P': P, 'K0': t2i.k_proj(E + P), 'V0': t2i.v_proj(E), 'Q0': i2t.q_proj(E + P), 'hw': tuple(emb.shape[-2:])}
+    return {'E': E, 'P': P, 'EP': E + P, 'Q0': L0.cross_attn_image_to_token.q_proj(E + P), 'hw': tuple(emb.shape[-2:])}
 
 def _convt_linear(m):
     "A stride-2, kernel-2 `ConvTranspose2d` as `Linear` weight and bias, output channels ordered (kh, kw, c)."
@@ -329,19 +350,20 @@ def decode_shared(sam,                  # a `segment_anything` `Sam`
                   side:dict,            # `decoder_image_side(sam, emb)`
                   boxes:torch.Tensor,   # [B, 4] XYXY prompt boxes, in the prompt encoder's input pixels
                  )->tuple:              # (low-res logits [B, 4h, 4w] of mask 0, predicted IoU [B])
-    "SAM's `MaskDecoder` with `multimask_output=False`, computed with the image-side work shared across prompts."
-    pe, md = sam.prompt_encoder, sam.mask_decoder; tr = md.transformer; L0 = tr.layers[0]
+    "SAM's `MaskDecoder` with `multimask_output=False`: the same function, with the image-side work shared or moved onto the few tokens."
+    pe, md = sam.prompt_encoder, sam.mask_decoder; tr = md.transformer
     sp, _ = pe(points=None, boxes=boxes, masks=None)
     out_tok = torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0)
-    T = torch.cat([out_tok[None].expand(len(sp), -1, -1), sp], 1)              # [B, tokens, C]: the query positional encoding too
-    E, P = side['E'], side['P']
-    q = L0.norm1(L0.self_attn(q=T, k=T, v=T))                                  # layer 0 skips the query PE here
-    q = L0.norm2(q + _attend(L0.cross_attn_token_to_image, L0.cross_attn_token_to_image.q_proj(q + T), side['K0'], side['V0']))
-    q = L0.norm3(q + L0.mlp(q))
-    a = L0.cross_attn_image_to_token
-    k = L0.norm4(E + _attend(a, side['Q0'], a.k_proj(q + T), a.v_proj(q)))      # [B, hw, C]
-    for L in tr.layers[1:]: q, k = L(queries=q, keys=k, query_pe=T, key_pe=P)
-    q = tr.norm_final_attn(q + tr.final_attn_token_to_image(q=q + T, k=k + P, v=k))
+    T = torch.cat([out_tok[None].expand(len(sp), -1, -1), sp], 1)              # [B, t, C]: also the tokens' positional encoding
+    P, k = side['P'], side['E']
+    for i, L in enumerate(tr.layers):
+        q = L.norm1(L.self_attn(q=T, k=T, v=T) if i == 0 else q + L.self_attn(q=q + T, k=q + T, v=q))   # layer 0: no PE, no residual
+        kp = side['EP'] if i == 0 else k + P
+        q = L.norm2(q + _to_image(L.cross_attn_token_to_image, q + T, k, kp))
+        q = L.norm3(q + L.mlp(q))
+        k = L.norm4(k + _from_image(L.cross_attn_image_to_token, kp, q + T, q, side['Q0'] if i == 0 else None))
+    f, q = tr.final_attn_token_to_image, q[:, :2]                              # only the IoU token and mask token 0 are read out
+    q = tr.norm_final_attn(q + _to_image(f, q + T[:, :2], k, k + P))
     (h, w), B = side['hw'], len(T); up1, ln, act1, up2, act2 = md.output_upscaling
     x = _shuffle(F.linear(k.reshape(B, h, w, -1), *_convt_linear(up1)))        # [B, 2h, 2w, C/4], channels last
     x = act2(F.linear(act1(F.layer_norm(x, x.shape[-1:], ln.weight, ln.bias, ln.eps)), *_convt_linear(up2)))   # before its shuffle
