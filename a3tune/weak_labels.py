@@ -6,13 +6,14 @@
 __all__ = ['SEGMENTERS', 'SAM_AMG_DEFAULTS', 'SCORERS', 'BIOMEDCLIP', 'TEXT_TEMPLATES', 'ORGANS', 'ABNORMAL', 'LABELS_FORMAT',
            'LABELS_VERSION', 'CROP_MODES', 'ImageError', 'load_image', 'rle_encode', 'rle_decode', 'rle_area',
            'mask_box', 'Segments', 'Registry', 'Segmenter', 'Felzenszwalb', 'IntensityBoxes', 'Combined',
-           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'box_iou_xyxy', 'rank_boxes',
-           'MultiScaleBoxes', 'LiteMedSAMMS', 'XrayBlobs', 'random_boxes', 'sam_filters', 'load_sam', 'SAM', 'Scorer',
-           'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm', 'minilm_embed',
-           'region_position', 'pool_weights', 'region_features', 'default_scorer_weights', 'MiniLMScorer',
-           'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError', 'label_settings',
-           'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image', 'make_record',
-           'OutputInUseError', 'lock_output', 'build_labels', 'run_labels', 'labels_cli', 'show_segments']
+           'load_litemedsam', 'litemedsam_input', 'mask_nms', 'LiteMedSAM', 'decoder_image_side', 'decode_shared',
+           'box_iou_xyxy', 'rank_boxes', 'MultiScaleBoxes', 'LiteMedSAMMS', 'XrayBlobs', 'random_boxes', 'sam_filters',
+           'load_sam', 'SAM', 'Scorer', 'segment_prompt', 'text_template', 'organs_in', 'CLIPScorer', 'load_minilm',
+           'minilm_embed', 'region_position', 'pool_weights', 'region_features', 'default_scorer_weights',
+           'MiniLMScorer', 'train_projection', 'top_k', 'patch_masks', 'read_samples', 'LabelFileError',
+           'label_settings', 'settings_hash', 'label_header', 'write_labels', 'read_labels', 'label_image',
+           'make_record', 'OutputInUseError', 'lock_output', 'build_labels', 'run_labels', 'labels_cli',
+           'show_segments']
 
 # %% ../nbs/01_weak_labels.ipynb #dde115c2
 import os, re, sys, json, time, math, hashlib, warnings
@@ -267,11 +268,13 @@ class LiteMedSAM(Segmenter):
     def __init__(self, boxes_from:Segmenter=None, # segmenter whose segment boxes become prompts (default Felzenszwalb, min_area 1e-3)
                  iou_thresh=0.7, min_area=2e-4, max_area=0.5, nms=0.7,
                  dedup=4,      # round prompt boxes to this many px (at 256) before removing duplicates
-                 batch=16,     # prompts per decoder call (0: all prompts of an image in one call)
+                 batch:int=None, # prompts per decoder call (0: all prompts of an image in one call; None: 1 on CPU, where it is fastest, else 0)
+                 decoder:str='shared', # 'shared': SAM's mask-decoder math with the image-side work done once per image (`decode_shared`); 'sam': segment_anything's `MaskDecoder` per call
                  zoom:int=1,   # > 1: small prompt boxes are also decoded on a `zoom`x upsampled tile around them
                  zoom_below:float=24, # a prompt box is small when its longer side is below this many px at 256
                  checkpoint=None, device='cpu'):
         store_attr(); self.boxes_from = boxes_from or Felzenszwalb(min_area=1e-3)
+        if decoder not in ('shared', 'sam'): raise ValueError(f"LiteMedSAM decoder={decoder!r}: use 'shared' or 'sam'")
     def settings(self):
         return {'name': 'LiteMedSAM', 'boxes_from': self.boxes_from.settings(), 'checkpoint': str(self.checkpoint),
                 **{k: getattr(self, k) for k in ('iou_thresh', 'min_area', 'max_area', 'nms', 'dedup')},
@@ -294,17 +297,97 @@ def encode(self:LiteMedSAM, img:np.ndarray)->dict:
     x, s, hw = litemedsam_input(img)
     return {'litemedsam_embed': self.sam.image_encoder(x.to(self.device)).cpu(), 'litemedsam_scale': s, 'litemedsam_hw': hw}
 
+def _per_head(w, n): return w.reshape(n, -1, w.shape[-1])     # Linear weight [n·c, C] -> [n, c, C]
+
+def _to_image(m,   # a SAM `Attention` (token -> image)
+              q,   # [B, t, C] token queries (positional encoding added)
+              X,   # [N, C] or [B, N, C] image tokens: the values' input
+              Xk,  # the same with the positional encoding: the keys' input
+             ):
+    "`m(q, Xk, X)` without projecting the N image tokens: the key projection moves onto the queries, the value projection after the weighted sum."
+    n = m.num_heads; Q = m.q_proj(q).unflatten(-1, (n, -1))                                 # [B, t, n, c]
+    Qk = torch.einsum('btnc,ncC->bntC', Q, _per_head(m.k_proj.weight, n)).flatten(1, 2) / math.sqrt(Q.shape[-1])  # k's bias cancels in the softmax
+    A = torch.softmax(Qk @ Xk.transpose(-1, -2), dim=-1)                                   # [B, n·t, N]
+    V = torch.einsum('bntC,ncC->btnc', (A @ X).unflatten(1, (n, -1)), _per_head(m.v_proj.weight, n)) + m.v_proj.bias.reshape(n, -1)
+    return m.out_proj(V.flatten(-2))
+
+def _from_image(m,      # a SAM `Attention` (image -> token)
+                Xq,     # [N, C] or [B, N, C] image tokens with the positional encoding: the queries' input
+                qt,     # [B, t, C] tokens with their positional encoding: the keys' input
+                vt,     # [B, t, C] tokens: the values' input
+                Q=None, # [N, n·c] the queries already projected (shared across prompts), or None
+               ):
+    "`m(Xq, qt, vt)` with the query projection moved onto the t keys and the output projection onto the t values (unless `Q` is given)."
+    n = m.num_heads; K = m.k_proj(qt).unflatten(-1, (n, -1)); V = m.v_proj(vt).unflatten(-1, (n, -1)); c = K.shape[-1]
+    if Q is None:
+        M = torch.einsum('btnc,ncC->bntC', K, _per_head(m.q_proj.weight, n)).flatten(1, 2)   # [B, n·t, C]
+        s = M @ Xq.transpose(-1, -2) + torch.einsum('btnc,nc->bnt', K, m.q_proj.bias.reshape(n, -1)).flatten(1)[..., None]
+    else: s = (K.transpose(1, 2) @ Q.unflatten(-1, (n, -1)).transpose(0, 1).transpose(-1, -2)).flatten(1, 2)
+    A = torch.softmax((s / math.sqrt(c)).unflatten(1, (n, -1)), dim=2).flatten(1, 2)      # over each head's t tokens, N innermost
+    U = torch.einsum('btnc,Cnc->bntC', V, m.out_proj.weight.unflatten(1, (n, -1))).flatten(1, 2)   # [B, n·t, C]
+    return A.transpose(-1, -2) @ U + m.out_proj.bias
+
+@torch.no_grad()
+def decoder_image_side(sam,                 # a `segment_anything` `Sam` (its prompt encoder and mask decoder)
+                       emb:torch.Tensor,    # [1, C, h, w] image embedding
+                      )->dict:
+    "The mask decoder's prompt-independent work for one image: image tokens, positional encoding, the first layer's projected image queries."
+    pe, L0 = sam.prompt_encoder, sam.mask_decoder.transformer.layers[0]
+    E = (emb + pe.no_mask_embed.weight.reshape(1, -1, 1, 1)).flatten(2).transpose(1, 2)[0]   # image tokens + the no-mask embedding
+    P = pe.get_dense_pe().to(emb.device).flatten(2).transpose(1, 2)[0]
+    return {'E': E, 'P': P, 'EP': E + P, 'Q0': L0.cross_attn_image_to_token.q_proj(E + P), 'hw': tuple(emb.shape[-2:])}
+
+def _convt_linear(m):
+    "A stride-2, kernel-2 `ConvTranspose2d` as `Linear` weight and bias, output channels ordered (kh, kw, c)."
+    return m.weight.permute(0, 2, 3, 1).reshape(m.in_channels, -1).T, m.bias.repeat(4)
+
+def _shuffle(y):
+    "[B, H, W, 2·2·c] -> [B, 2H, 2W, c]."
+    B, H, W, _ = y.shape; return y.reshape(B, H, W, 2, 2, -1).permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * H, 2 * W, -1)
+
+@torch.no_grad()
+def decode_shared(sam,                  # a `segment_anything` `Sam`
+                  side:dict,            # `decoder_image_side(sam, emb)`
+                  boxes:torch.Tensor,   # [B, 4] XYXY prompt boxes, in the prompt encoder's input pixels
+                 )->tuple:              # (low-res logits [B, 4h, 4w] of mask 0, predicted IoU [B])
+    "SAM's `MaskDecoder` with `multimask_output=False`: the same function, with the image-side work shared or moved onto the few tokens."
+    pe, md = sam.prompt_encoder, sam.mask_decoder; tr = md.transformer
+    sp, _ = pe(points=None, boxes=boxes, masks=None)
+    out_tok = torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0)
+    T = torch.cat([out_tok[None].expand(len(sp), -1, -1), sp], 1)              # [B, t, C]: also the tokens' positional encoding
+    P, k = side['P'], side['E']
+    for i, L in enumerate(tr.layers):
+        q = L.norm1(L.self_attn(q=T, k=T, v=T) if i == 0 else q + L.self_attn(q=q + T, k=q + T, v=q))   # layer 0: no PE, no residual
+        kp = side['EP'] if i == 0 else k + P
+        q = L.norm2(q + _to_image(L.cross_attn_token_to_image, q + T, k, kp))
+        q = L.norm3(q + L.mlp(q))
+        k = L.norm4(k + _from_image(L.cross_attn_image_to_token, kp, q + T, q, side['Q0'] if i == 0 else None))
+    f, q = tr.final_attn_token_to_image, q[:, :2]                              # only the IoU token and mask token 0 are read out
+    q = tr.norm_final_attn(q + _to_image(f, q + T[:, :2], k, k + P))
+    (h, w), B = side['hw'], len(T); up1, ln, act1, up2, act2 = md.output_upscaling
+    x = _shuffle(F.linear(k.reshape(B, h, w, -1), *_convt_linear(up1)))        # [B, 2h, 2w, C/4], channels last
+    x = act2(F.linear(act1(F.layer_norm(x, x.shape[-1:], ln.weight, ln.bias, ln.eps)), *_convt_linear(up2)))   # before its shuffle
+    hyper = md.output_hypernetworks_mlps[0](q[:, 1])                            # mask token 0
+    masks = _shuffle((x.reshape(B, 2 * h, 2 * w, 4, -1) @ hyper[:, None, None, :, None])[..., 0])[..., 0]
+    return masks, md.iou_prediction_head(q[:, 0])[:, 0]
+
 @patch
 @torch.no_grad()
 def decode(self:LiteMedSAM, emb:torch.Tensor, boxes:torch.Tensor):
     "Low-res logits [N, 256, 256] and predicted IoU [N] for XYXY boxes (256-px space)."
     sam, logits, ious = self.sam, [], []
-    for b in (boxes.split(self.batch or len(boxes)) if len(boxes) else []):   # no prompt boxes (e.g. a constant image): no masks
-        sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
-        lo, iou = sam.mask_decoder(image_embeddings=emb.to(self.device), image_pe=sam.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
-        logits.append(lo[:, 0].cpu()); ious.append(iou[:, 0].cpu())
-    return (torch.cat(logits), torch.cat(ious)) if logits else (torch.zeros(0, 256, 256), torch.zeros(0))
+    if not len(boxes): return torch.zeros(0, 256, 256), torch.zeros(0)   # no prompt boxes (e.g. a constant image): no masks
+    emb = emb.to(self.device); side = decoder_image_side(sam, emb) if self.decoder == 'shared' else None
+    bs = self.batch if self.batch is not None else (1 if str(self.device) == 'cpu' else 0)
+    for b in boxes.split(bs or len(boxes)):
+        if side is not None: lo, iou = decode_shared(sam, side, b.to(self.device))
+        else:
+            sp, de = sam.prompt_encoder(points=None, boxes=b.to(self.device), masks=None)
+            lo, iou = sam.mask_decoder(image_embeddings=emb, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                       sparse_prompt_embeddings=sp, dense_prompt_embeddings=de, multimask_output=False)
+            lo, iou = lo[:, 0], iou[:, 0]
+        logits.append(lo.cpu()); ious.append(iou.cpu())
+    return torch.cat(logits), torch.cat(ious)
 
 # %% ../nbs/01_weak_labels.ipynb #f667793d
 @patch
@@ -401,11 +484,11 @@ class MultiScaleBoxes(Segmenter):
     def __call__(self, img:np.ndarray)->Segments: return Combined(self.parts())(img)
 
 class LiteMedSAMMS(LiteMedSAM):
-    "LiteMedSAM prompted with the `max_prompts` best-ranked `MultiScaleBoxes` boxes, all decoded in one call."
+    "LiteMedSAM prompted with the `max_prompts` best-ranked `MultiScaleBoxes` boxes."
     def __init__(self, max_prompts:int=96, # prompts decoded per image (None: every box that passes the box-NMS)
                  box_nms:float=0.7,        # box-NMS threshold of `rank_boxes`
                  boxes_from:Segmenter=None,# default `MultiScaleBoxes()`
-                 batch:int=0,              # prompts per decoder call (0: one call)
+                 batch:int=None,           # prompts per decoder call (0: one call; None: 1 on CPU, else 0)
                  **kw):                    # `LiteMedSAM` options
         super().__init__(boxes_from=boxes_from or MultiScaleBoxes(), batch=batch, **kw)
         self.max_prompts, self.box_nms = max_prompts, box_nms
@@ -419,7 +502,7 @@ class LiteMedSAMMS(LiteMedSAM):
 
 @Segmenter.register('litemedsam-ms')
 def _litemedsam_ms(device='cpu', **_):
-    "Ranked multi-scale boxes (96 prompts) for LiteMedSAM, one decoder call."
+    "Ranked multi-scale boxes (96 prompts) for LiteMedSAM."
     return LiteMedSAMMS(device=device)
 
 
@@ -505,6 +588,16 @@ def load_sam(checkpoint:str,         # SAM checkpoint (a state dict, e.g. sam_vi
     except Exception as e: raise ValueError(f"{checkpoint}: does not fit SAM model type {model_type!r} ({type(e).__name__}); check --sam-model-type") from e
     return model
 
+def _mask_generator(model, **amg):
+    "`segment_anything`'s `SamAutomaticMaskGenerator`, except that an image where no crop yields a mask gives no masks, not an IndexError."
+    from segment_anything import SamAutomaticMaskGenerator
+    class _Generator(SamAutomaticMaskGenerator):
+        def _process_crop(self, *a, **kw):
+            d = super()._process_crop(*a, **kw)
+            if not len(d['rles']): d['crop_boxes'] = torch.zeros(0, 4, dtype=torch.int64)   # was shape [0]: breaks the cross-crop NMS
+            return d
+    return _Generator(model, **amg)
+
 class SAM(Segmenter):
     "`segment_anything`'s automatic mask generator with the reference code's settings and filters."
     def __init__(self, checkpoint:str=None, # SAM checkpoint (e.g. sam_vit_h_4b8939.pth)
@@ -521,10 +614,9 @@ class SAM(Segmenter):
         self._model = model.to(device).eval()
 
     def __call__(self, img:np.ndarray)->Segments:
-        from segment_anything import SamAutomaticMaskGenerator
         try: import cv2; min_area = 0
         except ImportError: min_area = self.amg['min_mask_region_area']
-        gen = SamAutomaticMaskGenerator(self._model, output_mode='uncompressed_rle', **{**self.amg, 'min_mask_region_area': 0 if min_area else self.amg['min_mask_region_area']})
+        gen = _mask_generator(self._model, output_mode='uncompressed_rle', **{**self.amg, 'min_mask_region_area': 0 if min_area else self.amg['min_mask_region_area']})
         out = [o for o in gen.generate(img) if o['area'] >= min_area]
         segs = Segments(tuple(img.shape[:2]), [o['segmentation'] for o in out], np.array([o['bbox'] for o in out], np.float32).reshape(-1, 4),
                         np.array([o['predicted_iou'] for o in out], np.float32))

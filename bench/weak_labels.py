@@ -24,15 +24,16 @@ def main():
     imgs = [p for p in imgs if load_image(p).shape[0] <= 512][:max(a.images, 4)]
     if not imgs: sys.exit(f"no SLAKE images under {a.slake}; pass --slake")
     fz, lm, sc = Felzenszwalb(), LiteMedSAM(), MiniLMScorer()
+    ref = LiteMedSAM(decoder='sam', batch=16)                                 # the reference mask decoder (the default before decode_shared)
     lm(load_image(imgs[0])); minilm_embed(['warm-up'])                        # first calls are slower (warm-up)
     print(f"## seconds per image (CPU, 1 thread), {a.images} SLAKE images\n")
-    print("| image | px | Felzenszwalb s | segments | LiteMedSAM s | proposals | score s (pool+proj) | 1 question s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| image | px | Felzenszwalb s | segments | LiteMedSAM s | LiteMedSAM, reference decoder s | same segments | proposals | score s (pool+proj) | 1 question s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in imgs[:a.images]:
         img = load_image(p)
-        f, tf = timed(fz, img); s, tl = timed(lm, img); _, ts = timed(sc.embed_segments, img, s)
+        f, tf = timed(fz, img); s, tl = timed(lm, img); s0, tr = timed(ref, img); _, ts = timed(sc.embed_segments, img, s)
         _, tq = timed(minilm_embed, ['Where is the liver in this image?'])
-        print(f"| {p.parent.name} | {img.shape[0]} | {tf:.2f} | {len(f)} | {tl:.1f} | {len(s)} | {ts:.2f} | {tq:.3f} |")
+        print(f"| {p.parent.name} | {img.shape[0]} | {tf:.2f} | {len(f)} | {tl:.1f} | {tr:.1f} | {s0.rles == s.rles} | {len(s)} | {ts:.2f} | {tq:.3f} |")
     print("\n## N questions over M images (Felzenszwalb segments + default scorer, build_labels end to end)\n")
     print("| M images | N questions | seconds | s / image | s / question |"); print("|---|---|---|---|---|")
     qs = ['Where is the liver?', 'Which organ is abnormal?', 'Is the spleen visible?', 'Where is the kidney?',

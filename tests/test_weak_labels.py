@@ -93,11 +93,23 @@ def test_multiscale_prompts_cover_a_small_structure_the_default_misses():
 
 def test_one_decoder_call_equals_per_box_calls():
     img = _scan(128, 128, ((40, 40, 16, 200), (88, 80, 20, 120)))
-    one, per = LiteMedSAM(batch=0), LiteMedSAM(batch=1)
-    ex = one.encode(img); boxes = torch.tensor([[16., 16, 64, 64], [120, 100, 216, 200], [0, 0, 256, 256]])
-    (l1, i1), (l2, i2) = one.decode(ex['litemedsam_embed'], boxes), per.decode(ex['litemedsam_embed'], boxes)
-    assert l1.shape == (3, 256, 256) and torch.allclose(l1, l2, atol=1e-4) and torch.allclose(i1, i2, atol=1e-5)
-    assert one.decode(ex['litemedsam_embed'], torch.zeros(0, 4))[0].shape == (0, 256, 256)
+    for dec in ('shared', 'sam'):
+        one, per = LiteMedSAM(batch=0, decoder=dec), LiteMedSAM(batch=1, decoder=dec)
+        ex = one.encode(img); boxes = torch.tensor([[16., 16, 64, 64], [120, 100, 216, 200], [0, 0, 256, 256]])
+        (l1, i1), (l2, i2) = one.decode(ex['litemedsam_embed'], boxes), per.decode(ex['litemedsam_embed'], boxes)
+        assert l1.shape == (3, 256, 256) and torch.allclose(l1, l2, atol=1e-4) and torch.allclose(i1, i2, atol=1e-5)
+        assert one.decode(ex['litemedsam_embed'], torch.zeros(0, 4))[0].shape == (0, 256, 256)
+
+def test_shared_decoder_equals_segment_anything_on_litemedsam():
+    "The default decoder ('shared') gives LiteMedSAM's reference masks: logits to float rounding, the same segments."
+    img = _scan(192, 160, ((50, 60, 14, 210), (120, 100, 25, 130), (150, 40, 6, 240)), seed=2)
+    new, ref = LiteMedSAM(), LiteMedSAM(decoder='sam', batch=16)
+    ex = new.encode(img); boxes = new.prompts(img, ex['litemedsam_scale'])
+    (l1, i1), (l2, i2) = new.decode(ex['litemedsam_embed'], boxes), ref.decode(ex['litemedsam_embed'], boxes)
+    assert len(boxes) >= 3 and torch.allclose(l1, l2, atol=1e-3) and torch.allclose(i1, i2, atol=1e-5)
+    a, b = new(img), ref(img)
+    assert a.rles == b.rles and np.allclose(a.scores, b.scores, atol=1e-5)
+    assert 'decoder' not in new.settings() and new.settings() == ref.settings()    # same labels: label files stay valid
 
 def test_xray_blobs_and_random_baseline_are_deterministic():
     yy, xx = np.mgrid[:200, :300]

@@ -78,3 +78,24 @@ def test_provenance_printed_and_in_header(data, capsys):
     assert labels_cli(args(data, data/'p.jsonl')) == 0
     assert 'zero-shot labels: yes' in capsys.readouterr().err
     assert read_labels(data/'p.jsonl')[0]['provenance']['scorer']['zero_shot'] is True
+
+def _tiny_sam(checkpoint=None):
+    "A random-init 0.19 M-parameter Sam (256-px input), registered below as SAM model type 'tiny'."
+    from segment_anything.modeling import Sam, ImageEncoderViT, PromptEncoder, MaskDecoder, TwoWayTransformer
+    torch.manual_seed(0)
+    return Sam(image_encoder=ImageEncoderViT(img_size=256, patch_size=16, embed_dim=64, depth=2, num_heads=2, out_chans=32, window_size=4, global_attn_indexes=(1,)),
+               prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=4),
+               mask_decoder=MaskDecoder(transformer_dim=32, transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2), iou_head_hidden_dim=32)).eval()
+
+def test_sam_filter_options_reach_the_segmenter(data, monkeypatch):
+    "--segmenter sam: the three filters are on by default, and each command-line option reaches them (label-file header)."
+    from segment_anything import sam_model_registry
+    monkeypatch.setitem(sam_model_registry, 'tiny', _tiny_sam)
+    torch.save(_tiny_sam().state_dict(), data/'tiny.pth')
+    base = [str(data/'data.json'), '--images', str(data/'imgs'), '--segmenter', 'sam', '--sam-checkpoint', str(data/'tiny.pth'),
+            '--sam-model-type', 'tiny', '--scorer', 'clip', '--clip-model', str(data/'tiny-clip.json'), '--no-progress']
+    assert labels_cli(base + ['--out', str(data/'on.jsonl')]) == 0
+    assert labels_cli(base + ['--out', str(data/'off.jsonl'), '--sam-max-area', '1', '--no-sam-drop-border', '--sam-min-box', '0']) == 0
+    on, off = (read_labels(data/f)[0]['settings']['segmenter'] for f in ('on.jsonl', 'off.jsonl'))
+    assert on['filters'] == {'max_area': 40000 / 65536, 'drop_border': True, 'min_box': 12 / 256} and on['model_type'] == 'tiny'
+    assert off['filters'] == {'max_area': 1.0, 'drop_border': False, 'min_box': 0.0}

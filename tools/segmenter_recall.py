@@ -13,6 +13,7 @@ nbs/cache/segmenter_recall.json); one torch thread.
     python tools/segmenter_recall.py --shard 3/14 --no-scorer --feats F3.pt --out R3.json --extra litemedsam-ms   # one of 14 processes
     python tools/segmenter_recall.py --join R0.json R1.json ... --out R.json  # concatenate shards (image lists)
     python tools/segmenter_recall.py --cv 5 --out R.json --feats F0.pt F1.pt ...   # top-4 hits with a cross-validated scorer
+    python tools/segmenter_recall.py --stages --images xmlab0,xmlab109 --out R.json   # CPU seconds per stage, both decoders
 
 With --no-scorer, the question rows are left out and each method's proposal features (pooled LiteMedSAM embedding + box
 position, what the MiniLM scorer projects), its IoU matrix with the ground truth and the ground-truth region features go
@@ -52,7 +53,23 @@ def random_best(boxes, gb, size, seeds=20):
 VARIANTS = {   # study-only settings measured beside registered segmenters
     'litemedsam-ms-all': lambda device: __import__('a3tune.weak_labels', fromlist=['x']).LiteMedSAMMS(max_prompts=None, device=device),
     'litemedsam-ms-48': lambda device: __import__('a3tune.weak_labels', fromlist=['x']).LiteMedSAMMS(max_prompts=48, device=device),
+    # the default before the shared decoder: segment_anything's MaskDecoder, 16 prompts per call (same settings, same labels)
+    'litemedsam-ref': lambda device: LiteMedSAM(decoder='sam', batch=16, device=device),
 }
+
+
+def stage_times(img, scorer, question='Where is the liver in this image?'):
+    "CPU seconds (process_time, one thread) of each stage of the default litemedsam + MiniLM scorer on one image, both decoders."
+    pt = time.process_time; new, ref = LiteMedSAM(), LiteMedSAM(decoder='sam', batch=16); T = {}
+    c = pt(); ex = new.encode(img); T['encode'] = pt() - c
+    c = pt(); pr = new.prompts(img, ex['litemedsam_scale']); T['prompt_boxes'] = pt() - c
+    c = pt(); ref.decode(ex['litemedsam_embed'], pr); T['decode_ref'] = pt() - c
+    c = pt(); new.decode(ex['litemedsam_embed'], pr); T['decode_shared'] = pt() - c
+    c = pt(); segs = new(img); T['call_shared'] = pt() - c
+    T['filters_masks'] = max(0., T['call_shared'] - T['encode'] - T['prompt_boxes'] - T['decode_shared'])   # pred-IoU, area, NMS, full-size masks, RLE
+    c = pt(); scorer.embed_segments(img, segs); T['scorer_regions'] = pt() - c
+    c = pt(); scorer.embed_text([question]); T['scorer_question'] = pt() - c
+    return {'prompts': len(pr), 'proposals': len(segs), **T}
 
 
 def mask_ious(masks, gts):
@@ -244,6 +261,7 @@ def main(argv=None):
     p.add_argument('--join', nargs='*', default=[], help='only concatenate these shard outputs into --out')
     p.add_argument('--cv', type=int, default=0, help='only: question rows of --out from --feats, scorer by N-fold cross-validation')
     p.add_argument('--samples', default=None, help='with --cv: cache file of the ground-truth region features (made if missing)')
+    p.add_argument('--stages', action='store_true', help='only: per-stage CPU seconds of the default (both decoders) on --images, into --out["stages"]')
     p.add_argument('--coverage', action='store_true', help='only: prompt-box coverage of every CT/MRI region (no LiteMedSAM) into --out')
     a = p.parse_args(argv)
     if a.coverage: Path(a.out).write_text(json.dumps({'coverage': coverage(Path(a.data))}, default=float)); return 0
@@ -259,6 +277,15 @@ def main(argv=None):
         for f in a.merge[1:]: out['extras'].update(json.loads(Path(f).read_text())['extras'])
         Path(a.out).write_text(json.dumps(out, default=float)); return 0
     torch.set_num_threads(1); root = Path(a.data)
+    if a.stages:   # merged into --out when it exists
+        from a3tune.weak_labels import MiniLMScorer
+        sc = MiniLMScorer(); folders = image_folders(root); LiteMedSAM()(load_image(root / 'imgs' / a.images.split(',')[0] / 'source.jpg'))   # warm-up
+        sc.embed_text(['warm-up']); rows = []
+        for f in a.images.split(','):
+            img = load_image(root / 'imgs' / f / 'source.jpg')
+            rows.append({'image': f, 'modality': folders[f][1], 'size': list(img.shape[:2]), **stage_times(img, sc)}); print(rows[-1], flush=True)
+        out = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+        Path(a.out).write_text(json.dumps({**out, 'stages': rows}, default=float)); return 0
     folders = image_folders(root); split_of = {f: s for f, (s, _) in folders.items()}; mod_of = {f: m for f, (_, m) in folders.items()}
     if a.images: names = a.images.split(',')
     else:   # modalities interleaved, so a run cut short still covers CT, MRI and X-ray alike
@@ -301,7 +328,7 @@ def main(argv=None):
             else: out['questions'] += [{**base, **r} for r in question_hits(scorer, img, study_image.segs, regs, qs, xray)]
         for n, seg in extras.items():
             im, r = extra_image(seg, img, regs, xray)
-            out['extras'][n]['images'].append({**base, **im})
+            out['extras'][n]['images'].append({**base, 'size': list(img.shape[:2]), **im})
             if a.no_scorer: keep(n, extra_image.segs)
             else: out['extras'][n]['questions'] += [{**base, **r} for r in question_hits(scorer, img, extra_image.segs, regs, qs, xray)]
             if xray: out['extras'][n]['findings'] += [{**base, 'label': l, 'proposal_box_ious': row, 'random_best': rb} for (l, _), (row, rb) in zip(regs, r)]
