@@ -355,10 +355,14 @@ PHANTOM_BASE = SHIPPED_MODELS['phantom'].folder   # the shipped base (`05_traini
 
 def phantom_base_path(base:str|Path=None, # a folder, a shipped name ('phantom', 'phantom-lesions'), or None for the shipped 'phantom'
                      )->Path:
-    "The folder of a phantom base given by folder or by shipped name."
-    if base is None: return PHANTOM_BASE
-    if isinstance(base, str) and base in SHIPPED_MODELS and SHIPPED_MODELS[base].folder is not None: return SHIPPED_MODELS[base].folder
-    return Path(base)
+    "The folder of a phantom base given by folder or by shipped name; a clear error when it holds no `model.safetensors`."
+    if base is None: path = PHANTOM_BASE
+    elif isinstance(base, str) and base in SHIPPED_MODELS and SHIPPED_MODELS[base].folder is not None: path = SHIPPED_MODELS[base].folder
+    else: path = Path(base)
+    if not (path/'model.safetensors').exists():
+        names = [k for k, v in SHIPPED_MODELS.items() if v.folder is not None]
+        raise FileNotFoundError(f"{path}/model.safetensors not found; give a shipped base ({', '.join(names)}) or build one with `python tools/build_phantom_base.py`")
+    return path
 
 def save_phantom_base(model, processor, report:dict, # what `pretrain_phantom_base` returns
                       out_dir:str|Path=PHANTOM_BASE, # checkpoint folder
@@ -374,9 +378,7 @@ def save_phantom_base(model, processor, report:dict, # what `pretrain_phantom_ba
 def load_phantom_base(path:str|Path=None, # checkpoint folder or shipped name (`phantom_base_path`); the shipped 'phantom' when None
                      ):
     "Load the pre-trained phantom base as `(model, processor)` in float32, eval mode."
-    path = phantom_base_path(path)
-    if not (path/'model.safetensors').exists():
-        raise FileNotFoundError(f"{path}/model.safetensors not found; build it with `python tools/build_phantom_base.py`")
+    path = phantom_base_path(path)   # a clear error when the folder holds no base
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).eval()
     return model, AutoProcessor.from_pretrained(path)
 

@@ -12,7 +12,7 @@ BASES = ['phantom', 'phantom-lesions']   # the shipped phantom bases (registered
 def test_base_names_resolve():
     assert phantom_base_path() == PHANTOM_BASE == phantom_base_path('phantom')
     assert phantom_base_path('phantom-lesions').name == 'phantom_base_lesions'
-    assert phantom_base_path('/some/folder') == Path('/some/folder')
+    with pytest.raises(FileNotFoundError, match='phantom-lesions'): phantom_base_path('/some/folder')
 
 @pytest.mark.parametrize('name', BASES)
 def test_shipped_base_is_small_and_loads(name):
