@@ -261,6 +261,28 @@ def report(pts, proj, meta):
                      f"{r['total_b1_gib']:.1f} | " + ' | '.join(str(r['fits'][c]) if r['fits'][c] else 'no' for c in CAPACITIES) + ' |')
     return '\n'.join(L)
 
+def merge(files:list, out:str=None)->int:
+    "Combine the points of several scale JSON files (later files replace the same point), recompute fits and projection."
+    runs = [json.load(open(f)) for f in files]
+    meta = dict(runs[0]['meta'])
+    for f, r in zip(files[1:], runs[1:]):
+        for k in ('device', 'dtype', 'dims', 'quick'):
+            if r['meta'][k] != meta[k]: sys.exit(f"--merge: {f} has {k}={r['meta'][k]!r} but {files[0]} has {meta[k]!r}; merge only runs of one setting")
+    key = lambda p: (p['style'], p['images'], p['layers'], p['batch'])
+    pts = {}
+    for r in runs:
+        for p in r['points']: pts[key(p)] = p
+    order = {s: i for i, s in enumerate(STYLES)}
+    pts = sorted(pts.values(), key=lambda p: (p['images'], p['layers'], order[p['style']], p['batch']))
+    meta.update(wall_s=sum(r['meta']['wall_s'] for r in runs), runs=len(runs))
+    reps = sorted({r['meta']['reps'] for r in runs}); meta['reps'] = reps[0] if len(reps) == 1 else reps
+    proj = project(pts, meta['dims'], meta['frozen_full'])
+    print(report(pts, proj, meta))
+    if out:
+        with open(out, 'w') as f: json.dump(dict(meta=meta, points=pts, projection=proj), f, indent=1)
+        print(f"\nwrote {out}")
+    return 0
+
 def render_notebook(nb='nbs/06_experiments.ipynb'):
     "Re-run the cell of `nb` that renders nbs/cache/scale.json and store its output (after the cache was replaced)."
     from fastcore.test import test_eq
@@ -288,9 +310,12 @@ def main(argv=None):
     ap.add_argument('--styles', nargs='+', default=list(STYLES), choices=STYLES)
     ap.add_argument('--reps', type=int, default=None, help='timed steps per point (default 3 on CUDA, 1 on CPU)')
     ap.add_argument('--one', help=argparse.SUPPRESS)
+    ap.add_argument('--merge', nargs='+', metavar='JSON', help='combine the points of several --json files (a later file replaces the same point) '
+                    'into --json, with the fits and projection recomputed; the files must share device, dtype and dims')
     ap.add_argument('--render', metavar='NOTEBOOK', help="only re-render NOTEBOOK's scale cell from nbs/cache/scale.json (run from the repo root)")
     a = ap.parse_args(argv)
     if a.render: render_notebook(a.render); return 0
+    if a.merge: return merge(a.merge, a.json)
     dims = QUICK if a.quick else REAL
     reps = a.reps or (3 if a.device == 'cuda' else 1)
     import torch
