@@ -138,7 +138,8 @@ def experts(self:MoELoRALinear, x:torch.Tensor, # `[B, T, d_in]` input of the pr
             gate:torch.Tensor, # `[B, 1 or T, E]` expert weights (zeros switch an expert off)
            )->torch.Tensor: # `[B, T, d_out]` the experts' contribution (add the base output to it)
     "Gated sum of the experts' outputs, in one fused low-rank product (or the reference-style loop)."
-    x = self.drop(x.to(self.lora_A.dtype))
+    if not torch.is_autocast_enabled(x.device.type): x = x.to(self.lora_A.dtype)   # under autocast the products cast x anyway:
+    x = self.drop(x)                                                                  # keeping bf16 x halves what is saved
     lead, E = x.shape[:-1], self.n_experts
     if self.impl == 'fused':
         g = gate.to(self.lora_A.dtype).expand(*lead, E).reshape(-1, E)

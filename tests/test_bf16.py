@@ -125,3 +125,20 @@ def test_train_bf16_on_cpu_matches_float32(fx):
     for n, p in m.named_parameters():
         if 'lora_' in n or 'router' in n:
             assert p.dtype == torch.float32 and torch.equal(p, tb[n].detach()), n
+
+
+def test_fused_experts_save_bf16_input_under_autocast():
+    """On the training path (bf16 base, float32 trainables, autocast) the experts keep the bf16 input for the backward,
+    not a float32 copy: half the bytes the fused product saves per projection."""
+    torch.manual_seed(0)
+    m = MoELoRALinear(nn.Linear(64, 32), 4, rank=8).train(); m.base.to(BF)
+    x = torch.randn(2, 24, 64, dtype=BF, requires_grad=True)
+    saved = []
+    def pack(t): saved.append(t); return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast('cpu', dtype=BF):
+        m.experts(x, torch.rand(2, 24, 4))
+    inputs = [t for t in saved if t.shape == (48, 64)]
+    assert inputs and all(t.dtype == BF for t in inputs), [(tuple(t.shape), t.dtype) for t in saved]
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        saved.clear(); m.experts(x.float(), torch.rand(2, 24, 4))                    # no autocast: float32, as the factors
+    assert all(t.dtype == torch.float32 for t in saved if t.shape == (48, 64))
