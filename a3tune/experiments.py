@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['PHANTOM_CFG', 'LORA', 'METRICS', 'SEEDS', 'ABLATIONS', 'GROUNDING_VARIANTS', 'GROUNDING', 'BASELINE_ROWS',
            'REPORT_VARIANTS', 'REPORT_GRID', 'DEMO_STAGES', 'phantom_config', 'finetune_phantom', 'phantom_forward',
-           'evaluate_phantom', 'summarize', 'prepare_seed', 'subset_json', 'run_phantom', 'base_sha', 'run_grid',
-           'aggregate', 'paired_delta', 'results_table', 'table_specs', 'ablation_specs', 'attention_figure',
-           'seed_models', 'slake_words', 'run_slake', 'run_slake_grid', 'grounding_data', 'grounding_tests',
-           'grounding_run', 'grounding_specs', 'load_grounding', 'ci95', 'grounding_table', 'mass_auc', 'fixed_mass',
-           'grounding_report', 'baseline_adapter', 'baseline_run', 'baseline_grid', 'load_baselines', 'baseline_table',
-           'report_data', 'report_run', 'report_grid', 'load_report_runs', 'report_table', 'demo_report', 'reuse_demo',
-           'demo', 'demo_command', 'demo_cli']
+           'evaluate_phantom', 'summarize', 'made', 'prepare_seed', 'subset_json', 'run_phantom', 'base_sha',
+           'run_grid', 'aggregate', 'paired_delta', 'results_table', 'table_specs', 'ablation_specs',
+           'attention_figure', 'seed_models', 'slake_words', 'run_slake', 'run_slake_grid', 'grounding_data',
+           'grounding_tests', 'grounding_run', 'grounding_specs', 'load_grounding', 'ci95', 'grounding_table',
+           'mass_auc', 'fixed_mass', 'grounding_report', 'baseline_adapter', 'baseline_run', 'baseline_grid',
+           'load_baselines', 'baseline_table', 'report_data', 'report_run', 'report_grid', 'load_report_runs',
+           'report_table', 'demo_report', 'reuse_demo', 'demo', 'demo_command', 'demo_cli']
 
 # %% ../nbs/06_experiments.ipynb #9ec7c87b
-import hashlib, io, json, math, re, shutil, sys, time, warnings
+import hashlib, io, json, math, os, re, shutil, sys, time, warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 import numpy as np, torch
@@ -102,6 +102,21 @@ def summarize(recs:list)->dict:
     return res
 
 # %% ../nbs/06_experiments.ipynb #cb3c218e
+def made(path, # the file wanted
+         make, # `make(tmp)` writes it to `tmp`, a '.partial' sibling of `path` (resumed or rewritten after an interrupted run)
+        )->Path: # `path`, complete
+    "Write `path` once with `make`, safely when several processes share its folder: one writes while the others wait, then reuse it."
+    path = Path(path)
+    if path.exists(): return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent/f'.{path.name}.lock', 'a') as f:
+        try:
+            import fcntl; fcntl.flock(f.fileno(), fcntl.LOCK_EX)                      # released when f closes
+        except ImportError: pass                                                     # no flock (Windows): unlocked
+        if not path.exists():
+            tmp = path.with_name(path.name + '.partial'); make(tmp); os.replace(tmp, path)
+    return path
+
 def prepare_seed(work, # working folder for data and labels
                  seed:int, # training-set seed (phantom seed 100 + seed)
                  scorer:Scorer, # the weak-label scorer
@@ -112,11 +127,11 @@ def prepare_seed(work, # working folder for data and labels
                 )->dict: # paths: train, test, weak, gt
     "Write (or reuse) a seed's training set with weak and GT label files, and the shared test set."
     work = Path(work); tr, te = work/f'train{seed}-{n_train}'/'phantom.json', work/f'test-{n_test}'/'phantom.json'
-    if not tr.exists(): write_phantom_dataset(make_phantom_set(n_train, 100 + seed), tr.parent)
-    if not te.exists(): write_phantom_dataset(make_phantom_set(n_test, 7777), te.parent)
+    made(tr, lambda t: write_phantom_dataset(make_phantom_set(n_train, 100 + seed), t.parent, t.name))
+    made(te, lambda t: write_phantom_dataset(make_phantom_set(n_test, 7777), t.parent, t.name))
     weak, gt = tr.parent/f'weak_k{k}.jsonl', tr.parent/'gt.jsonl'
-    if not weak.exists(): weak_label_file(tr, weak, scorer, k, progress)
-    if not gt.exists(): write_gt_labels(load_phantom_dataset(tr), tr, gt)
+    made(weak, lambda t: weak_label_file(tr, t, scorer, k, progress))
+    made(gt, lambda t: write_gt_labels(load_phantom_dataset(tr), tr, t))
     return dict(train=tr, test=te, weak=weak, gt=gt)
 
 def subset_json(json_path, # a phantom set written by `write_phantom_dataset`
@@ -124,8 +139,7 @@ def subset_json(json_path, # a phantom set written by `write_phantom_dataset`
                )->Path:
     "A sibling JSON holding only the records of `qtypes` (same images)."
     out = Path(json_path).with_name(f"phantom-{'+'.join(sorted(qtypes))}.json")
-    if not out.exists(): out.write_text(json.dumps([r for r in json.loads(Path(json_path).read_text()) if r['qtype'] in qtypes], indent=1))
-    return out
+    return made(out, lambda t: t.write_text(json.dumps([r for r in json.loads(Path(json_path).read_text()) if r['qtype'] in qtypes], indent=1)))
 
 def run_phantom(spec:dict, # {name, seed, labels: 'weak' | 'gt' | None, cfg: overrides}
                 paths:dict, # from `prepare_seed`
@@ -305,14 +319,14 @@ def grounding_data(work, # working folder
     "Write (or reuse) a seed's `lesion_at` fine-tuning splits: `n{size}` (the first images) and `shift` (prior shift), with weak and GT labels."
     n_train, sizes = n_train or GROUNDING['n_train'], sizes or GROUNDING['sizes']
     d = Path(work)/f'grounding-train{seed}-{n_train}'; full = d/'phantom.json'
-    if not full.exists(): write_phantom_dataset(make_phantom_set(n_train, 100 + seed, qtypes=['lesion_at']), d)
+    made(full, lambda t: write_phantom_dataset(make_phantom_set(n_train, 100 + seed, qtypes=['lesion_at']), d, t.name))
     weak, gt, items = d/'weak_k8.jsonl', d/'gt.jsonl', load_phantom_dataset(full)
-    if not weak.exists(): weak_label_file(full, weak, scorer or fit_phantom_scorer(), 8)
-    if not gt.exists(): write_gt_labels(items, full, gt)
+    made(weak, lambda t: weak_label_file(full, t, scorer or fit_phantom_scorer(), 8))
+    made(gt, lambda t: write_gt_labels(items, full, t))
     recs, paths = json.loads(full.read_text()), dict(weak=weak, gt=gt)
     for k, sel in [(f'n{n}', first_images(items, n)) for n in sizes] + [('shift', prior_shift(items, seed=seed))]:
         ids, paths[k] = {it['id'] for it in sel}, d/f'{k}.json'
-        if not paths[k].exists(): paths[k].write_text(json.dumps([r for r in recs if r['id'] in ids], indent=1))
+        made(paths[k], lambda t: t.write_text(json.dumps([r for r in recs if r['id'] in ids], indent=1)))
     return paths
 
 def grounding_tests(names, # test sets wanted: 'iid', 'shifted', 'lookalike', 'pope_random', 'pope_popular', 'pope_adversarial'
@@ -478,8 +492,8 @@ def _test_labels(work, scorer:Scorer, n_test:int)->dict:
     "GT and weak (top-4) label files of the shared test set, written once: the regions ControlMLLM steers to."
     te = Path(work)/f'test-{n_test}'/'phantom.json'
     gt, weak = te.parent/'gt.jsonl', te.parent/'weak_k4.jsonl'
-    if not gt.exists(): write_gt_labels(load_phantom_dataset(te), te, gt)
-    if not weak.exists(): weak_label_file(te, weak, scorer or fit_phantom_scorer(), 4)
+    made(gt, lambda t: write_gt_labels(load_phantom_dataset(te), te, t))
+    made(weak, lambda t: weak_label_file(te, t, scorer or fit_phantom_scorer(), 4))
     return dict(gt=gt, weak=weak)
 
 def baseline_adapter(work, # working folder of `run_grid`
@@ -602,11 +616,12 @@ def report_data(work, # working folder
     "Write (or reuse) a seed's phantom report training set and its label files."
     n, k = n_train or REPORT_GRID['n_train'], k or REPORT_GRID['k']
     d = Path(work)/f'report-train{seed}-{n}'; tj = d/'train.json'
-    if not tj.exists(): write_phantom_dataset(make_phantom_reports(n, 100 + seed), d, 'train.json')
+    made(tj, lambda t: write_phantom_dataset(make_phantom_reports(n, 100 + seed), d, t.name))
     paths = dict(train=tj, gt=d/'gt.jsonl', **{s: d/f'weak_{s}_k{k}.jsonl' for s in LABEL_SOURCES})
-    if not paths['gt'].exists(): write_gt_labels(make_phantom_reports(n, 100 + seed), tj, paths['gt'])
+    made(paths['gt'], lambda t: write_gt_labels(make_phantom_reports(n, 100 + seed), tj, t))
     for s in LABEL_SOURCES:
-        if not paths[s].exists(): report_labels(tj, paths[s], phantom_segmenter(), scorer or (scorer := fit_phantom_scorer()), k, label_text=s)
+        if not paths[s].exists(): scorer = scorer or fit_phantom_scorer()
+        made(paths[s], lambda t: report_labels(tj, t, phantom_segmenter(), scorer, k, label_text=s))
     return paths
 
 def report_run(variant:str, # a key of `REPORT_VARIANTS`

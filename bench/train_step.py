@@ -22,6 +22,11 @@ Configurations:
              linear routers, single unweighted K expert, per-query-row loss on the rows sliced from the full maps.
 Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
 
+Real size, beside it: the per-decoder-layer step memory of A³Tune and LoRA at the LLaVA-Med v1.5 layer size, read from
+bench/scale.py's fits (nbs/cache/scale.json), and their time measured here: bench/scale.py's lora and a3tune models with
+1 and 2 real-size decoder layers (576 image + 64 text tokens, batch 1, bf16 autocast; a forward + backward, no optimizer
+step) built in one process and stepped in turn (`--real-reps` each); per layer = the 2-layer minus the 1-layer median.
+
     python bench/train_step.py
 """
 import argparse, json, os, subprocess, sys, time, statistics
@@ -131,6 +136,39 @@ def experts_bench(reps, hidden, T, batch):
             res[name, impl] = 1000 * statistics.median(ts)
     return {f'{k[0]}|{k[1]}': v for k, v in res.items()}
 
+def real_interleaved(reps, layers=(1, 2), n_img=576, batch=1):
+    """Time only, at the real LLaVA-Med v1.5 layer size (bench/scale.py's models, bf16 autocast): LoRA and A³Tune with 1 and 2
+    decoder layers built in one process and stepped in turn; the per-layer time is the 2-layer minus the 1-layer median."""
+    import torch
+    from scale import build, stepper, REAL
+    from a3tune.preliminaries import set_threads
+    set_threads(1)
+    steps = {}
+    for L in layers:
+        for s in ('lora', 'a3tune'):
+            model, _ = build(s, REAL, L, n_img, 'cpu', 'bfloat16')
+            steps[s, L] = stepper(s, model, REAL, L, n_img, batch, 'cpu', 'bfloat16')
+    for f in steps.values(): f()
+    ts = {k: [] for k in steps}
+    for _ in range(reps):
+        for k, f in steps.items(): t = time.perf_counter(); f(); ts[k].append(time.perf_counter() - t)
+    return {f'{s}|{L}': 1000 * statistics.median(v) for (s, L), v in ts.items()}
+
+def real_size_overhead(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'nbs', 'cache', 'scale.json')):
+    "Print A³Tune's per-decoder-layer step cost over LoRA's at the real LLaVA-Med v1.5 layer size, from bench/scale.py's stored fits."
+    if not os.path.exists(path): print(f"\nreal size: {path} not found; run bench/scale.py --json {path}"); return
+    sc = json.load(open(path)); m = sc['meta']
+    fits = {(r['style'], r['images'], int(b)): d for r in sc['projection'] for b, d in r['batches'].items() if d['per_layer_mib'] is not None}
+    print(f"\nreal size, per decoder layer (bench/scale.py: hidden {m['dims']['hidden']}, {m['dtype']}, {m['device_name']}; slope of the "
+          f"1/2/4-layer fit; nbs/cache/scale.json):")
+    print('| image tokens | batch | LoRA MiB / layer | A³Tune MiB / layer | memory / LoRA | LoRA ms / layer | A³Tune ms / layer | time / LoRA |')
+    print('|---|---|---|---|---|---|---|---|')
+    for (s_, n, b), d in sorted(fits.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if s_ != 'lora' or ('a3tune', n, b) not in fits: continue
+        e = fits['a3tune', n, b]
+        print(f"| {n} | {b} | {d['per_layer_mib']:.0f} | {e['per_layer_mib']:.0f} | {e['per_layer_mib']/d['per_layer_mib']:.2f} | "
+              f"{d['per_layer_ms']:.0f} | {e['per_layer_ms']:.0f} | {e['per_layer_ms']/d['per_layer_ms']:.2f} |")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--reps', type=int, default=5)
@@ -141,6 +179,7 @@ def main():
     ap.add_argument('--methods', nargs='+', default=['lora', 'a3moe', 'a3tune', 'a3_loop', 'reference'])
     ap.add_argument('--rounds', type=int, default=3, help='fresh timing processes per configuration, interleaved')
     ap.add_argument('--one', metavar='METHOD', help=argparse.SUPPRESS)
+    ap.add_argument('--real-reps', type=int, default=5, help='steps per model in the real-size interleaved timing (0: skip it)')
     ap.add_argument('--experts', type=int, nargs='*', default=[256, 1024], help='hidden sizes for the expert micro-benchmark')
     a = ap.parse_args()
     cfg = dict(reps=a.reps, hidden=a.hidden, layers=a.layers, heads=a.heads, text=a.text, n_vis=a.n_vis, batch=a.batch, R=a.R)
@@ -148,13 +187,14 @@ def main():
         c = {k: v for k, v in cfg.items() if k != 'reps'}
         print(json.dumps(interleaved(a.methods, 4 * a.reps, **c))); return
     if a.one == 'experts:time': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
+    if a.one == 'real:time': print(json.dumps(real_interleaved(a.real_reps))); return
     if a.one: m, what = a.one.split(':'); print(json.dumps(one(m, what=what, **cfg))); return
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1')
     # memory runs only: a fixed mmap threshold so that freed tensors go back to the OS and RSS follows the live tensors
     # (it slows allocation-heavy code, so time runs use the default allocator)
     mem_env = dict(env, MALLOC_MMAP_THRESHOLD_='131072', MALLOC_TRIM_THRESHOLD_='131072')
     def run(m, e=env):
-        cmd = [sys.executable, __file__, '--one', m, '--experts', *map(str, a.experts), '--methods', *a.methods] + sum([[f'--{k}', str(v)] for k, v in cfg.items()], [])
+        cmd = [sys.executable, __file__, '--one', m, '--real-reps', str(a.real_reps), '--experts', *map(str, a.experts), '--methods', *a.methods] + sum([[f'--{k}', str(v)] for k, v in cfg.items()], [])
         out = subprocess.run(cmd, env=e, capture_output=True, text=True)
         if out.returncode: sys.exit(f'{m} failed:\n{out.stderr[-3000:]}')
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -176,6 +216,15 @@ def main():
     print(f"\ntime, all configurations built in one process and stepped in turn ({4 * a.reps} steps each):")
     print('| configuration | median ms / step | time / LoRA |'); print('|---|---|---|')
     for m, v in il.items(): print(f"| {m} | {v:.0f} | {v / il['lora']:.2f} |" if 'lora' in il else f"| {m} | {v:.0f} | - |")
+    real_size_overhead()
+    if a.real_reps:
+        rt = run('real:time')
+        per = {s_: rt[f'{s_}|2'] - rt[f'{s_}|1'] for s_ in ('lora', 'a3tune')}
+        print(f"\nreal size, time (one process, 1 thread, bf16 autocast, 576 image + 64 text tokens, batch 1; LoRA and A³Tune with 1 and 2 "
+              f"decoder layers stepped in turn, median of {a.real_reps}; per layer = 2 layers minus 1 layer):")
+        print('| | LoRA ms | A³Tune ms | A³Tune / LoRA |'); print('|---|---|---|---|')
+        for L in (1, 2): print(f"| {L} layer(s) | {rt[f'lora|{L}']:.0f} | {rt[f'a3tune|{L}']:.0f} | {rt[f'a3tune|{L}']/rt[f'lora|{L}']:.2f} |")
+        print(f"| per layer | {per['lora']:.0f} | {per['a3tune']:.0f} | {per['a3tune']/per['lora']:.2f} |")
     if a.experts:
         ex = run('experts:time')
         print(f"\nexpert computation alone (forward + backward, batch {a.batch}, {a.n_vis + a.text} tokens, median ms):")
