@@ -20,6 +20,8 @@ Configurations:
   a3_loop    as a3tune but experts computed one at a time (`impl='loop'`), to isolate the fused-expert gain.
   reference  the reference code's way: eager attention with output_attentions on all layers, per-expert loop,
              linear routers, single unweighted K expert, per-query-row loss on the rows sliced from the full maps.
+Where the time goes: lora, a3moe and a3tune in one process, stepped in turn, timed per phase (forward; for a3tune also
+Eq. 8 for all heads, the head selection, the selected heads' rows with L_align, the objective; backward; AdamW step).
 Plus a micro-benchmark of the expert computation alone (forward + backward of `MoELoRALinear.experts`), fused vs loop.
 
 Real size, beside it: the per-decoder-layer step memory of A³Tune and LoRA at the LLaVA-Med v1.5 layer size, read from
@@ -54,13 +56,19 @@ def _inputs(tok, batch, n_vis, text, img):
     inputs = dict(input_ids=ids, attention_mask=am, pixel_values=torch.randn(batch, 3, img, img, generator=g), labels=labels)
     return inputs, vis, prompt, query, seg.flatten(2), valid
 
-def build(method, hidden, layers, heads, text, n_vis, batch, R):
-    "The model of `method` and a function running one train step on the fixed batch."
+def build(method, hidden, layers, heads, text, n_vis, batch, R, laps=None):
+    "The model of `method` and a function running one train step on the fixed batch (`laps`: a dict collecting phase times)."
     import torch
     from a3tune.preliminaries import tiny_llava, set_threads, enable_attention_rows, query_rows, AttentionRecorder
     from a3tune.a3moe import add_a3moe, A3MoEConfig, A3Context
     from a3tune.loss import attention_align, recorded_align, objective
+    from a3tune.head_selection import recorded_ratio, select_heads
     set_threads(1)
+    clock = [0.]
+    def lap(name):   # time since the previous lap, filed under `name` (nothing when laps is None)
+        t = time.perf_counter()
+        if laps is not None: laps.setdefault(name, []).append(t - clock[0])
+        clock[0] = t
     grid, patch = int(round(n_vis ** 0.5)), 4
     model, proc = tiny_llava(image_size=grid*patch, patch_size=patch, hidden_size=hidden, num_layers=layers,
                              num_heads=heads, vision_hidden=32)
@@ -84,8 +92,10 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R):
         if method == 'a3moe': return model(**inputs, a3ctx=A3Context(vis, prompt)).loss
         if method in ('a3tune', 'a3_loop'):
             ctx, rec = A3Context(vis, prompt, balance=True), AttentionRecorder(rows, row_mask)
-            out = model(**inputs, a3ctx=ctx, a3_rows=rec)
-            al = recorded_align(rec, vis, seg, valid, R=R)
+            out = model(**inputs, a3ctx=ctx, a3_rows=rec); lap('forward')
+            ratio = recorded_ratio(rec, vis); lap('Eq. 8 ratio, all heads')
+            hm = select_heads(ratio, R); lap('head selection')
+            al = recorded_align(rec, vis, seg, valid, R=R, ratio=ratio, head_mask=hm); lap("selected heads' rows + L_align")
             return objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
         ctx = A3Context(vis, prompt, balance=True)
         out = model(**inputs, a3ctx=ctx, output_attentions=True)
@@ -94,7 +104,9 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R):
         al = attention_align(probs, vis, row_mask, seg, valid, R=R, form='rows')
         return objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
     def step():
-        get_loss().backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        lap(None); loss = get_loss(); lap('forward' if method != 'a3tune' else 'objective')
+        loss.backward(); lap('backward')
+        opt.step(); opt.zero_grad(set_to_none=True); lap('AdamW step')
     return step, sum(p.numel() for p in params)
 
 def one(method, reps, what, **cfg):
@@ -109,6 +121,16 @@ def one(method, reps, what, **cfg):
     for _ in range(reps):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
     return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times))
+
+def phases(methods, reps, **cfg):
+    "Time only, per phase of a step (forward, the alignment pieces, backward, AdamW), all `methods` in one process, in turn."
+    laps = {m: {} for m in methods}
+    steps = {m: build(m, laps=laps[m], **cfg)[0] for m in methods}
+    for f in steps.values(): f()
+    for d in laps.values(): d.clear()
+    for _ in range(reps):
+        for f in steps.values(): f()
+    return {m: {k: 1000 * statistics.median(v) for k, v in d.items() if k is not None} for m, d in laps.items()}
 
 def interleaved(methods, reps, **cfg):
     "Time only: all `methods` built in one process and stepped in turn, so load from other processes hits them alike."
@@ -159,15 +181,14 @@ def real_size_overhead(path=os.path.join(os.path.dirname(os.path.abspath(__file_
     if not os.path.exists(path): print(f"\nreal size: {path} not found; run bench/scale.py --json {path}"); return
     sc = json.load(open(path)); m = sc['meta']
     fits = {(r['style'], r['images'], int(b)): d for r in sc['projection'] for b, d in r['batches'].items() if d['per_layer_mib'] is not None}
-    print(f"\nreal size, per decoder layer (bench/scale.py: hidden {m['dims']['hidden']}, {m['dtype']}, {m['device_name']}; slope of the "
+    print(f"\nreal size, step memory per decoder layer (bench/scale.py: hidden {m['dims']['hidden']}, {m['dtype']}, {m['device_name']}; slope of the "
           f"1/2/4-layer fit; nbs/cache/scale.json):")
-    print('| image tokens | batch | LoRA MiB / layer | A³Tune MiB / layer | memory / LoRA | LoRA ms / layer | A³Tune ms / layer | time / LoRA |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| image tokens | batch | LoRA MiB / layer | A³Tune MiB / layer | memory / LoRA |')   # scale.py's CPU times are single steps: not here
+    print('|---|---|---|---|---|')
     for (s_, n, b), d in sorted(fits.items(), key=lambda kv: (kv[0][1], kv[0][2])):
         if s_ != 'lora' or ('a3tune', n, b) not in fits: continue
         e = fits['a3tune', n, b]
-        print(f"| {n} | {b} | {d['per_layer_mib']:.0f} | {e['per_layer_mib']:.0f} | {e['per_layer_mib']/d['per_layer_mib']:.2f} | "
-              f"{d['per_layer_ms']:.0f} | {e['per_layer_ms']:.0f} | {e['per_layer_ms']/d['per_layer_ms']:.2f} |")
+        print(f"| {n} | {b} | {d['per_layer_mib']:.0f} | {e['per_layer_mib']:.0f} | {e['per_layer_mib']/d['per_layer_mib']:.2f} |")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -187,6 +208,7 @@ def main():
         c = {k: v for k, v in cfg.items() if k != 'reps'}
         print(json.dumps(interleaved(a.methods, 4 * a.reps, **c))); return
     if a.one == 'experts:time': print(json.dumps({h: experts_bench(4 * a.reps, h, a.n_vis + a.text, a.batch) for h in a.experts})); return
+    if a.one == 'phases:time': print(json.dumps(phases([m for m in ('lora', 'a3moe', 'a3tune') if m in a.methods], 4 * a.reps, **{k: v for k, v in cfg.items() if k != 'reps'}))); return
     if a.one == 'real:time': print(json.dumps(real_interleaved(a.real_reps))); return
     if a.one: m, what = a.one.split(':'); print(json.dumps(one(m, what=what, **cfg))); return
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1')
@@ -216,6 +238,12 @@ def main():
     print(f"\ntime, all configurations built in one process and stepped in turn ({4 * a.reps} steps each):")
     print('| configuration | median ms / step | time / LoRA |'); print('|---|---|---|')
     for m, v in il.items(): print(f"| {m} | {v:.0f} | {v / il['lora']:.2f} |" if 'lora' in il else f"| {m} | {v:.0f} | - |")
+    ph = run('phases:time')
+    names = list(dict.fromkeys(k for d in ph.values() for k in d))
+    print(f"\nwhere the time goes: the same configurations built in one process and stepped in turn ({4 * a.reps} steps each), median ms per phase:")
+    print('| phase | ' + ' | '.join(ph) + ' |'); print('|---|' + '---|' * len(ph))
+    for k in names: print(f"| {k} | " + ' | '.join(f"{d[k]:.1f}" if k in d else '' for d in ph.values()) + ' |')
+    print('| sum | ' + ' | '.join(f"{sum(d.values()):.1f}" for d in ph.values()) + ' |')
     real_size_overhead()
     if a.real_reps:
         rt = run('real:time')
