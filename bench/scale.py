@@ -35,7 +35,7 @@ Projection to the full model (32 layers), for each style, image-token count and 
 The 32-layer time is fixed + 32 · per-layer from the same fit (batch 1 and 2).
 
     python bench/scale.py --quick                                    # hidden 512 etc.: the whole pipeline on a CPU in minutes
-    python bench/scale.py --device cuda --dtype bfloat16 --json scale.json      # the real size (one GPU, ~2-3 min)
+    python bench/scale.py --device cuda --dtype bfloat16 --json scale.json      # the real size, the whole grid on one GPU (not yet run)
     python bench/scale.py --layers 1 --batches 1 --images 576        # the real size on a CPU: one point per style
     cp OUT/scale.json nbs/cache/ && python bench/scale.py --render nbs/06_experiments.ipynb && nbdev_clean   # update 06
 """
