@@ -65,9 +65,9 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R, laps=None):
     from a3tune.head_selection import recorded_ratio, select_heads
     set_threads(1)
     clock = [0.]
-    def lap(name):   # time since the previous lap, filed under `name` (nothing when laps is None)
+    def lap(name=None):   # time since the previous lap, filed under `name` (no name: start the clock; nothing when laps is None)
         t = time.perf_counter()
-        if laps is not None: laps.setdefault(name, []).append(t - clock[0])
+        if laps is not None and name: laps.setdefault(name, []).append(t - clock[0])
         clock[0] = t
     grid, patch = int(round(n_vis ** 0.5)), 4
     model, proc = tiny_llava(image_size=grid*patch, patch_size=patch, hidden_size=hidden, num_layers=layers,
@@ -104,7 +104,7 @@ def build(method, hidden, layers, heads, text, n_vis, batch, R, laps=None):
         al = attention_align(probs, vis, row_mask, seg, valid, R=R, form='rows')
         return objective(out.loss, al.loss, valid, 0.1).loss + 0.01 * ctx.balance_loss()
     def step():
-        lap(None); loss = get_loss(); lap('forward' if method != 'a3tune' else 'objective')
+        lap(); loss = get_loss(); lap('objective' if method in ('a3tune', 'a3_loop') else 'forward')   # those lap their forward inside
         loss.backward(); lap('backward')
         opt.step(); opt.zero_grad(set_to_none=True); lap('AdamW step')
     return step, sum(p.numel() for p in params)
@@ -122,24 +122,23 @@ def one(method, reps, what, **cfg):
         t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
     return dict(method=method, ms=1000 * statistics.median(times), min_ms=1000 * min(times))
 
+def in_turn(steps:dict, reps:int)->dict:
+    "Run every step function of `steps` once (warm-up), then all of them in turn `reps` times; each key's median ms."
+    for f in steps.values(): f()
+    ts = {k: [] for k in steps}
+    for _ in range(reps):
+        for k, f in steps.items(): t = time.perf_counter(); f(); ts[k].append(time.perf_counter() - t)
+    return {k: 1000 * statistics.median(v) for k, v in ts.items()}
+
 def phases(methods, reps, **cfg):
     "Time only, per phase of a step (forward, the alignment pieces, backward, AdamW), all `methods` in one process, in turn."
     laps = {m: {} for m in methods}
-    steps = {m: build(m, laps=laps[m], **cfg)[0] for m in methods}
-    for f in steps.values(): f()
-    for d in laps.values(): d.clear()
-    for _ in range(reps):
-        for f in steps.values(): f()
-    return {m: {k: 1000 * statistics.median(v) for k, v in d.items() if k is not None} for m, d in laps.items()}
+    in_turn({m: build(m, laps=laps[m], **cfg)[0] for m in methods}, reps)
+    return {m: {k: 1000 * statistics.median(v[1:]) for k, v in d.items()} for m, d in laps.items()}   # v[0]: the warm-up
 
 def interleaved(methods, reps, **cfg):
     "Time only: all `methods` built in one process and stepped in turn, so load from other processes hits them alike."
-    steps = {m: build(m, **cfg)[0] for m in methods}
-    for f in steps.values(): f()
-    ts = {m: [] for m in methods}
-    for _ in range(reps):
-        for m, f in steps.items(): t = time.perf_counter(); f(); ts[m].append(time.perf_counter() - t)
-    return {m: 1000 * statistics.median(v) for m, v in ts.items()}
+    return in_turn({m: build(m, **cfg)[0] for m in methods}, reps)
 
 def experts_bench(reps, hidden, T, batch):
     import torch, torch.nn as nn
@@ -161,7 +160,6 @@ def experts_bench(reps, hidden, T, batch):
 def real_interleaved(reps, layers=(1, 2), n_img=576, batch=1):
     """Time only, at the real LLaVA-Med v1.5 layer size (bench/scale.py's models, bf16 autocast): LoRA and A³Tune with 1 and 2
     decoder layers built in one process and stepped in turn; the per-layer time is the 2-layer minus the 1-layer median."""
-    import torch
     from scale import build, stepper, REAL
     from a3tune.preliminaries import set_threads
     set_threads(1)
@@ -170,11 +168,7 @@ def real_interleaved(reps, layers=(1, 2), n_img=576, batch=1):
         for s in ('lora', 'a3tune'):
             model, _ = build(s, REAL, L, n_img, 'cpu', 'bfloat16')
             steps[s, L] = stepper(s, model, REAL, L, n_img, batch, 'cpu', 'bfloat16')
-    for f in steps.values(): f()
-    ts = {k: [] for k in steps}
-    for _ in range(reps):
-        for k, f in steps.items(): t = time.perf_counter(); f(); ts[k].append(time.perf_counter() - t)
-    return {f'{s}|{L}': 1000 * statistics.median(v) for (s, L), v in ts.items()}
+    return {f'{s}|{L}': ms for (s, L), ms in in_turn(steps, reps).items()}
 
 def real_size_overhead(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'nbs', 'cache', 'scale.json')):
     "Print A³Tune's per-decoder-layer step cost over LoRA's at the real LLaVA-Med v1.5 layer size, from bench/scale.py's stored fits."

@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'bench'))
+import scale   # bench/scale.py
+
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', A3TUNE_THREADS='1', HF_HUB_OFFLINE='1', PYTHONPATH=str(ROOT))
 
 
@@ -12,8 +15,6 @@ def _run(*args):
 
 
 def _scale_json(path, points, dtype='bfloat16'):
-    sys.path.insert(0, str(ROOT/'bench'))
-    import scale
     meta = dict(device='cpu', device_name='test', dtype=dtype, torch='x', quick=True, dims=scale.QUICK, text_tokens=64, R_share=0.125,
                 capacities_gib=[24, 40, 80], context_gib=1.0, reps=1, frozen_full=10**9, method='', wall_s=1.0)
     path.write_text(json.dumps(dict(meta=meta, points=points, projection=[])))
@@ -50,3 +51,12 @@ def test_train_step_phases():
     assert {'forward', 'backward', 'AdamW step'} <= set(ph['lora'])
     assert {'Eq. 8 ratio, all heads', 'head selection', "selected heads' rows + L_align", 'objective', 'backward'} <= set(ph['a3tune'])
     assert all(v > 0 for d in ph.values() for v in d.values())
+
+
+def test_train_step_laps_once_per_phase():
+    import train_step   # bench/train_step.py
+    for method in ('lora', 'a3_loop'):                    # a3_loop laps its forward inside the loss, as a3tune does
+        laps = {}
+        step, _ = train_step.build(method, hidden=32, layers=1, heads=2, text=16, n_vis=64, batch=2, R=1, laps=laps)
+        step(); step()
+        assert laps and all(len(v) == 2 for v in laps.values()), (method, {k: len(v) for k, v in laps.items()})
