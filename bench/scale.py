@@ -263,7 +263,12 @@ def report(pts, proj, meta):
 
 def merge(files:list, out:str=None)->int:
     "Combine the points of several scale JSON files (later files replace the same point), recompute fits and projection."
-    runs = [json.load(open(f)) for f in files]
+    def read(f):
+        try: r = json.loads(open(f).read())
+        except (OSError, ValueError) as e: sys.exit(f"--merge: cannot read {f}: {e}")
+        if not (isinstance(r, dict) and {'meta', 'points'} <= set(r)): sys.exit(f"--merge: {f} is not a bench/scale.py --json file (no 'meta' and 'points')")
+        return r
+    runs = [read(f) for f in files]
     meta = dict(runs[0]['meta'])
     for f, r in zip(files[1:], runs[1:]):
         for k in ('device', 'dtype', 'dims', 'quick'):

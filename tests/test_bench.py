@@ -40,6 +40,10 @@ def test_scale_merge(tmp_path):
     assert 'fits' in m['projection'][0]                                                    # batch 1 and 2: the projection exists
     bad = _run(ROOT/'bench'/'scale.py', '--merge', tmp_path/'a.json', _scale_json(tmp_path/'c.json', b, dtype='float32'))
     assert bad.returncode != 0 and 'dtype' in bad.stderr and 'c.json' in bad.stderr
+    (tmp_path/'d.json').write_text('{"a": 1}')
+    for f, says in ((tmp_path/'missing.json', 'cannot read'), (tmp_path/'d.json', 'not a bench/scale.py --json file')):
+        r = _run(ROOT/'bench'/'scale.py', '--merge', tmp_path/'a.json', f)
+        assert r.returncode != 0 and says in r.stderr and f.name in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
 def test_train_step_phases():
